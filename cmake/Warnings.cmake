@@ -1,0 +1,13 @@
+# Warnings and sanitizers for our own targets only (never for third-party code).
+add_library(tdhook_warnings INTERFACE)
+target_compile_options(tdhook_warnings INTERFACE -Wall -Wextra -Wpedantic -Wshadow
+  -Wnon-virtual-dtor -Wcast-align -Wunused -Woverloaded-virtual -Wnull-dereference
+  -Wdouble-promotion -Wformat=2 -Wimplicit-fallthrough)
+if(TDHOOK_WERROR)
+  target_compile_options(tdhook_warnings INTERFACE -Werror)
+endif()
+if(TDHOOK_SANITIZE)
+  target_compile_options(tdhook_warnings INTERFACE -fsanitize=address,undefined
+    -fno-sanitize-recover=all -fno-omit-frame-pointer)
+  target_link_options(tdhook_warnings INTERFACE -fsanitize=address,undefined)
+endif()
