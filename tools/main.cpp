@@ -14,6 +14,8 @@ int main(int argc, char** argv) {
   tdhook::tools::setup_spool(app);
   try {
     app.parse(argc, argv);
+  } catch (const CLI::RuntimeError& e) {
+    return e.get_exit_code();  // a subcommand's own exit status (1 = rejected, 2 = usage/config)
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;  // usage errors exit 2
   }

@@ -1,0 +1,61 @@
+#pragma once
+// Delivery: one queue per sink, fed from the spool. A sink delivers an event record (one JSON
+// object) to stdout, a file, or a script; a failed delivery is retried with exponential backoff
+// and jitter, then dead-lettered with its last error (Spool::mark_failed). Nothing is dropped.
+//
+// Sink specs (`--sink`): "stdout", "file:PATH", "exec:COMMAND", "exec-stream:COMMAND".
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "log.hpp"
+#include "metrics.hpp"
+#include "spool.hpp"
+#include "tdhook/pattern.hpp"
+#include "tdhook/result.hpp"
+
+namespace tdhook::receiver {
+
+struct SinkConfig {
+  std::string spec;            // as given: "stdout", "file:/var/log/td.ndjson", "exec:./x.sh"
+  std::string name;            // unique; the spool's sink key (default: spec)
+  PatternSet filter;           // empty = every event
+  // file
+  std::uint64_t file_max_bytes = 0;  // 0 = no size rotation
+  // exec
+  std::chrono::milliseconds exec_timeout{30000};
+  int exec_concurrency = 1;
+  std::vector<std::string> pass_env;  // names added to PATH, HOME, LANG, TZ
+  std::size_t exec_output_limit = 64 * 1024;  // bytes of script output kept for the log
+  // retries
+  int retry_max = 8;                           // attempts in all, then dead
+  std::chrono::milliseconds retry_base{1000};  // delay before the 2nd attempt; doubles, + jitter
+};
+
+// Parses a spec into a SinkConfig with defaults (name = spec). invalid_config on bad specs.
+Result<SinkConfig> parse_sink_spec(std::string_view spec);
+
+class Dispatcher {
+ public:
+  // Starts one delivery loop per sink. The spool must outlive the dispatcher.
+  static Result<std::unique_ptr<Dispatcher>> start(Spool& spool, std::vector<SinkConfig> sinks,
+                                                   const Logger& log, Metrics& metrics);
+  ~Dispatcher();  // stop() if still running
+
+  void wake();          // new events were committed
+  void reopen_files();  // SIGHUP: reopen file sinks (logrotate)
+  // Stops taking new deliveries, lets running ones finish or time out (exec timeout), returns.
+  void stop();
+
+  const std::vector<SinkConfig>& sinks() const noexcept;
+
+ private:
+  struct Impl;
+  explicit Dispatcher(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tdhook::receiver
