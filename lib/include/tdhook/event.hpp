@@ -24,21 +24,21 @@ namespace tdhook {
 
 // The subscription as sent in `hook` (Tiledesk deletes `secret` and `global` before sending).
 struct Hook {
-  std::string id;          // _id
-  std::string target;      // the URL Tiledesk posted to
-  std::string event;       // event name, e.g. "lead.create"
-  std::string project_id;  // id_project
-  std::string created_by;  // createdBy
-  std::string created_at;  // createdAt, ISO-8601
-  std::string updated_at;  // updatedAt, ISO-8601
+  std::string id;                       // _id
+  std::string target;                   // the URL Tiledesk posted to
+  std::string event;                    // event name, e.g. "lead.create"
+  std::string project_id;               // id_project
+  std::string created_by;               // createdBy
+  std::string created_at;               // createdAt, ISO-8601
+  std::string updated_at;               // updatedAt, ISO-8601
   std::optional<std::int64_t> version;  // __v
 };
 
 // How an event was authenticated.
 struct Verification {
-  bool secret = false;                  // x-hook-secret matched a configured secret
-  std::optional<Algorithm> token_alg;   // the token verified with this algorithm
-  bool global_key = false;              // ... with a global-subscription key
+  bool secret = false;                 // x-hook-secret matched a configured secret
+  std::optional<Algorithm> token_alg;  // the token verified with this algorithm
+  bool global_key = false;             // ... with a global-subscription key
   // "secret+HS256", "secret", "HS256", "RS256 (global)", "none", ...
   std::string describe() const;
 };
@@ -99,11 +99,14 @@ class Event {
     std::size_t offset = 0;
     std::size_t size = 0;
   };
-  std::string_view slice(Span s) const noexcept { return std::string_view(body_).substr(s.offset, s.size); }
+  std::string_view slice(Span s) const noexcept {
+    return std::string_view(body_).substr(s.offset, s.size);
+  }
 
   friend struct EventBuilder;  // lib/src: fills an Event from a parsed envelope
   std::string body_;
   Span payload_, hook_span_, token_;
+  bool token_present_ = false;
   Hook hook_;
   std::int64_t timestamp_ = 0;
   Verification verification_;

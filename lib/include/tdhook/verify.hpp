@@ -10,7 +10,8 @@
 //      (missing_secret_header, secret_mismatch)                            [skipped: token_only]
 //   2. the body is a JSON object (malformed_body)
 //   3. the envelope has its fields with the right types and no duplicated key
-//      (malformed_envelope), and a `token` (missing_token)               [token: skipped: header_only]
+//      (malformed_envelope), and a `token` (missing_token)               [token: skipped:
+//      header_only]
 //   4. the token is a well-formed compact JWS (token_malformed)
 //   5. a configured key uses the token's `alg` (token_alg_not_allowed); `none` never does
 //   6. one of those keys verifies the signature (token_bad_signature)
@@ -61,8 +62,8 @@ struct VerifierOptions {
   std::vector<std::string> secrets;    // subscription secrets; any may match (rotation)
   std::vector<GlobalKey> global_keys;  // optional
   VerifyMode mode = VerifyMode::both;
-  std::chrono::seconds max_age{300};   // 0 = no age check
-  Clock clock;                         // empty = system clock
+  std::chrono::seconds max_age{300};  // 0 = no age check
+  Clock clock;                        // empty = system clock
   std::string issuer = "https://tiledesk.com";
   std::string subject = "subscription";
   std::string audience_prefix = "https://tiledesk.com/subscriptions/";
@@ -87,7 +88,8 @@ class Verifier {
   VerifyMode mode() const noexcept;
 
  private:
-  explicit Verifier(std::shared_ptr<const detail::VerifierState> state) : state_(std::move(state)) {}
+  explicit Verifier(std::shared_ptr<const detail::VerifierState> state)
+      : state_(std::move(state)) {}
   std::shared_ptr<const detail::VerifierState> state_;
 };
 

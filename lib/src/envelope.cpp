@@ -1,0 +1,179 @@
+// The envelope is parsed twice over the same bytes, by design: simdjson's DOM parser validates
+// the whole body and reads the fields, then its On-Demand parser (stage 1 only over the
+// structural index) gives the exact byte spans of `payload`, `hook` and `token`, so that the
+// receiver can splice them into event records without re-serializing anything.
+#include "envelope.hpp"
+
+#include <cmath>
+
+#include "json_util.hpp"
+
+namespace tdhook {
+namespace {
+
+using detail::has_duplicate_key;
+
+Error envelope_error(std::string detail) {
+  return Error{ErrorCode::malformed_envelope, std::move(detail)};
+}
+
+// Reads the hook's members; the three that identify the subscription are required strings.
+std::optional<Error> read_hook(simdjson::dom::object hook_obj, Hook& hook) {
+  if (has_duplicate_key(hook_obj)) return envelope_error("duplicated key in hook");
+  bool have_id = false, have_event = false, have_project = false;
+  for (auto field : hook_obj) {
+    std::string_view key = field.key;
+    std::string* target = nullptr;
+    if (key == "_id") {
+      target = &hook.id;
+      have_id = true;
+    } else if (key == "event") {
+      target = &hook.event;
+      have_event = true;
+    } else if (key == "id_project") {
+      target = &hook.project_id;
+      have_project = true;
+    } else if (key == "target") {
+      target = &hook.target;
+    } else if (key == "createdBy") {
+      target = &hook.created_by;
+    } else if (key == "createdAt") {
+      target = &hook.created_at;
+    } else if (key == "updatedAt") {
+      target = &hook.updated_at;
+    } else if (key == "__v") {
+      int64_t v;
+      if (field.value.get_int64().get(v) == simdjson::SUCCESS) hook.version = v;
+      continue;
+    } else {
+      continue;
+    }
+    std::string_view text;
+    if (field.value.get_string().get(text) != simdjson::SUCCESS) {
+      if (key == "_id" || key == "event" || key == "id_project")
+        return envelope_error("hook." + std::string(key) + " is not a string");
+      continue;  // optional members of another type are left to the raw hook JSON
+    }
+    target->assign(text);
+  }
+  if (!have_id) return envelope_error("hook._id is missing");
+  if (!have_event) return envelope_error("hook.event is missing");
+  if (!have_project) return envelope_error("hook.id_project is missing");
+  if (hook.event.empty()) return envelope_error("hook.event is empty");
+  return std::nullopt;
+}
+
+std::optional<std::int64_t> read_timestamp(simdjson::dom::element value) {
+  std::int64_t i;
+  if (value.get_int64().get(i) == simdjson::SUCCESS) return i;
+  double d;
+  if (value.get_double().get(d) == simdjson::SUCCESS && std::isfinite(d) && d == std::floor(d) &&
+      std::fabs(d) < 9.0e15)
+    return static_cast<std::int64_t>(d);
+  return std::nullopt;
+}
+
+// Raw text of a value, without the whitespace that may follow a scalar token.
+std::string_view trim_right(std::string_view s) {
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\n' || s.back() == '\r' || s.back() == '\t'))
+    s.remove_suffix(1);
+  return s;
+}
+
+simdjson::error_code raw_span(simdjson::ondemand::value value, std::string_view& out) {
+  simdjson::ondemand::json_type type;
+  if (auto e = value.type().get(type)) return e;
+  switch (type) {
+    case simdjson::ondemand::json_type::object: {
+      simdjson::ondemand::object o;
+      if (auto e = value.get_object().get(o)) return e;
+      return o.raw_json().get(out);
+    }
+    case simdjson::ondemand::json_type::array: {
+      simdjson::ondemand::array a;
+      if (auto e = value.get_array().get(a)) return e;
+      return a.raw_json().get(out);
+    }
+    default:
+      out = trim_right(value.raw_json_token());
+      return simdjson::SUCCESS;
+  }
+}
+
+}  // namespace
+
+Result<Event> EventBuilder::parse(std::string_view body) {
+  Event event;
+  event.body_.reserve(body.size() + simdjson::SIMDJSON_PADDING);
+  event.body_.assign(body);
+  const char* data = event.body_.data();
+  const std::size_t len = event.body_.size();
+
+  auto& parser = detail::thread_dom_parser();
+  simdjson::dom::element root;
+  if (auto e = parser.parse(data, len, false).get(root))
+    return Error{ErrorCode::malformed_body,
+                 std::string("body is not valid JSON: ") + simdjson::error_message(e)};
+  simdjson::dom::object envelope;
+  if (root.get_object().get(envelope) != simdjson::SUCCESS)
+    return Error{ErrorCode::malformed_body, "body is not a JSON object"};
+  if (has_duplicate_key(envelope)) return envelope_error("duplicated key in the envelope");
+
+  bool have_timestamp = false, have_payload = false, have_hook = false;
+  for (auto field : envelope) {
+    std::string_view key = field.key;
+    if (key == "timestamp") {
+      auto ts = read_timestamp(field.value);
+      if (!ts) return envelope_error("timestamp is not an integer");
+      event.timestamp_ = *ts;
+      have_timestamp = true;
+    } else if (key == "hook") {
+      simdjson::dom::object hook_obj;
+      if (field.value.get_object().get(hook_obj) != simdjson::SUCCESS)
+        return envelope_error("hook is not an object");
+      if (auto err = read_hook(hook_obj, event.hook_)) return std::move(*err);
+      have_hook = true;
+    } else if (key == "payload") {
+      have_payload = true;
+    } else if (key == "token") {
+      if (!field.value.is_string()) return envelope_error("token is not a string");
+      event.token_present_ = true;
+    }
+  }
+  if (!have_hook) return envelope_error("hook is missing");
+  if (!have_timestamp) return envelope_error("timestamp is missing");
+  if (!have_payload) return envelope_error("payload is missing");
+
+  // Second pass: byte spans. The body is known to be valid JSON without duplicated keys here.
+  thread_local simdjson::ondemand::parser od_parser;
+  simdjson::ondemand::document doc;
+  simdjson::ondemand::object obj;
+  if (od_parser.iterate(data, len, event.body_.capacity()).get(doc) || doc.get_object().get(obj))
+    return Error{ErrorCode::malformed_body, "body could not be indexed"};
+  for (auto field : obj) {
+    std::string_view key;
+    simdjson::ondemand::value value;
+    if (field.unescaped_key().get(key) || field.value().get(value))
+      return Error{ErrorCode::malformed_body, "body could not be indexed"};
+    Event::Span* span = nullptr;
+    if (key == "payload")
+      span = &event.payload_;
+    else if (key == "hook")
+      span = &event.hook_span_;
+    else if (key == "token")
+      span = &event.token_;
+    if (span == nullptr) continue;
+    std::string_view raw;
+    if (raw_span(value, raw)) return Error{ErrorCode::malformed_body, "body could not be indexed"};
+    if (span == &event.token_) {  // the string's contents, without the quotes
+      raw.remove_prefix(1);
+      raw.remove_suffix(1);
+    }
+    span->offset = static_cast<std::size_t>(raw.data() - data);
+    span->size = raw.size();
+  }
+  return event;
+}
+
+}  // namespace tdhook
