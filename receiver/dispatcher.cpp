@@ -1,0 +1,407 @@
+#include "dispatcher.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <ctime>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+#include <system_error>
+#include <thread>
+
+#include "simdjson.h"
+
+#include "process.hpp"
+#include "sink.hpp"
+
+namespace tdhook::receiver {
+namespace {
+
+using std::chrono::milliseconds;
+
+// An idle loop looks at the spool this often even without wake(): `tdhook spool retry` runs in
+// another process and cannot wake us.
+constexpr milliseconds idle_recheck{1000};
+// After a spool error (disk trouble), wait this long before asking again.
+constexpr milliseconds spool_error_pause{1000};
+constexpr std::int64_t retry_delay_cap_ms = 3600 * 1000;
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// retry_base * 2^(attempt-1), capped at an hour, with "equal jitter": at least half the delay
+// (retries still back off), the other half random (a burst of failures does not retry in step).
+std::int64_t retry_delay_ms(milliseconds base, int attempt) {
+  const double doubled =
+      static_cast<double>(base.count()) * std::ldexp(1.0, std::clamp(attempt - 1, 0, 40));
+  const auto delay =
+      static_cast<std::int64_t>(std::min(doubled, static_cast<double>(retry_delay_cap_ms)));
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::uniform_int_distribution<std::int64_t> jitter(0, delay / 2);
+  return delay - delay / 2 + jitter(rng);
+}
+
+// Milliseconds since the epoch from "2024-02-05T14:21:07.433Z" (UTC, optional fraction).
+std::optional<std::int64_t> parse_utc_ms(std::string_view text) {
+  std::tm tm{};
+  int consumed = 0;
+  const std::string s(text);
+  if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) != 6) {
+    return std::nullopt;
+  }
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  std::int64_t ms = static_cast<std::int64_t>(timegm(&tm)) * 1000;
+  std::size_t i = static_cast<std::size_t>(consumed);
+  if (i < s.size() && s[i] == '.') {
+    std::int64_t scale = 100;
+    for (++i; i < s.size() && std::isdigit(static_cast<unsigned char>(s[i])); ++i, scale /= 10) {
+      ms += (s[i] - '0') * scale;
+    }
+  }
+  return ms;
+}
+
+// The record's received_at (epoch ms, or an ISO-8601 UTC string), for the latency histogram.
+// The spool's Delivery does not carry it, and the record is what every sink sees anyway.
+std::optional<std::int64_t> received_at_ms(const std::string& record) {
+  thread_local simdjson::ondemand::parser parser;
+  const simdjson::padded_string padded(record);
+  simdjson::ondemand::document doc;
+  simdjson::ondemand::value value;
+  simdjson::ondemand::json_type type;
+  if (parser.iterate(padded).get(doc) || doc.find_field_unordered("received_at").get(value) ||
+      value.type().get(type)) {
+    return std::nullopt;
+  }
+  if (type == simdjson::ondemand::json_type::number) {
+    double number = 0;
+    if (value.get_double().get(number)) return std::nullopt;
+    return static_cast<std::int64_t>(number);
+  }
+  std::string_view text;
+  if (type != simdjson::ondemand::json_type::string || value.get_string().get(text))
+    return std::nullopt;
+  return parse_utc_ms(text);
+}
+
+class SinkRunner {
+ public:
+  SinkRunner(SinkConfig config, std::unique_ptr<Sink> sink, Spool& spool, const Logger& log,
+             Metrics& metrics)
+      : config_(std::move(config)),
+        sink_(std::move(sink)),
+        spool_(spool),
+        log_(log),
+        metrics_(metrics) {}
+  SinkRunner(const SinkRunner&) = delete;
+  SinkRunner& operator=(const SinkRunner&) = delete;
+  ~SinkRunner() {
+    request_stop();
+    join();
+  }
+
+  void start() {
+    loop_thread_ = std::thread([this] { loop(); });
+    if (config_.exec_concurrency > 1) {
+      for (int i = 0; i < config_.exec_concurrency; ++i) workers_.emplace_back([this] { work(); });
+    }
+  }
+
+  void wake() {
+    {
+      const std::lock_guard lock(mu_);
+      woken_ = true;
+    }
+    loop_cv_.notify_all();
+  }
+
+  void request_reopen() noexcept { sink_->request_reopen(); }
+
+  void request_stop() {
+    {
+      const std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    loop_cv_.notify_all();
+    work_cv_.notify_all();
+  }
+
+  // Returns once the running deliveries have finished (or their scripts timed out).
+  void join() {
+    if (loop_thread_.joinable()) loop_thread_.join();
+    for (auto& t : workers_) {
+      if (t.joinable()) t.join();
+    }
+    workers_.clear();
+  }
+
+ private:
+  void loop() {
+    for (;;) {
+      {
+        const std::lock_guard lock(mu_);
+        if (stopping_) return;
+        woken_ = false;
+      }
+      bool spool_ok = true;
+      const bool more = workers_.empty() ? deliver_inline(spool_ok) : feed_workers(spool_ok);
+      if (!more) wait_for_work(spool_ok);
+    }
+  }
+
+  // exec_concurrency 1 (and every stdout/file sink): deliver in this thread, in arrival order.
+  // true when a full batch went out, so that more may be due right now.
+  bool deliver_inline(bool& spool_ok) {
+    const std::size_t limit = sink_->batch_limit();
+    auto due = spool_.due(config_.name, now_ms(), limit);
+    if (!due) {
+      spool_ok = false;
+      log_.error("spool: cannot read due deliveries",
+                 LogFields().add("sink", config_.name).add("error", due.error().detail));
+      return false;
+    }
+    if (due->empty()) return false;
+    const std::int64_t started = now_ms();
+    const auto outcomes = sink_->deliver(*due);
+    const std::int64_t finished = now_ms();
+    for (std::size_t i = 0; i < due->size(); ++i)
+      settle((*due)[i], outcomes.at(i), started, finished);
+    metrics_.set_spool_pending(spool_.pending_total());
+    return due->size() == limit;
+  }
+
+  // exec_concurrency N > 1: hand due deliveries that are not already running to the workers.
+  bool feed_workers(bool& spool_ok) {
+    std::size_t running = 0;
+    {
+      const std::lock_guard lock(mu_);
+      running = in_flight_.size();
+    }
+    const std::size_t capacity = static_cast<std::size_t>(config_.exec_concurrency) - running;
+    if (capacity == 0) return false;
+    // Running deliveries are still pending in the spool, so ask for enough to skip them.
+    auto due = spool_.due(config_.name, now_ms(), capacity + running);
+    if (!due) {
+      spool_ok = false;
+      log_.error("spool: cannot read due deliveries",
+                 LogFields().add("sink", config_.name).add("error", due.error().detail));
+      return false;
+    }
+    {
+      const std::lock_guard lock(mu_);
+      for (auto& d : *due) {
+        if (in_flight_.size() >= static_cast<std::size_t>(config_.exec_concurrency)) break;
+        if (in_flight_.insert(d.event_row).second) queue_.push_back(std::move(d));
+      }
+    }
+    work_cv_.notify_all();
+    return false;
+  }
+
+  void work() {
+    for (;;) {
+      Delivery d;
+      {
+        std::unique_lock lock(mu_);
+        work_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        if (stopping_) return;  // queued, not started: stays pending in the spool
+        d = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      const std::int64_t started = now_ms();
+      const auto outcomes = sink_->deliver({d});
+      settle(d, outcomes.at(0), started, now_ms());
+      metrics_.set_spool_pending(spool_.pending_total());
+      {
+        const std::lock_guard lock(mu_);
+        in_flight_.erase(d.event_row);
+        woken_ = true;
+      }
+      loop_cv_.notify_all();
+    }
+  }
+
+  void wait_for_work(bool spool_ok) {
+    milliseconds wait = spool_ok ? idle_recheck : spool_error_pause;
+    if (spool_ok) {
+      if (const auto next = spool_.next_due(config_.name)) {
+        const std::int64_t until = *next - now_ms();
+        bool running = false;
+        {
+          const std::lock_guard lock(mu_);
+          running = !in_flight_.empty();
+        }
+        // Due already: either it arrived just now (look again at once) or it is running (a
+        // worker wakes us when it finishes).
+        if (until <= 0 && !running) return;
+        if (until > 0) wait = std::min(wait, milliseconds(until));
+      }
+    }
+    std::unique_lock lock(mu_);
+    loop_cv_.wait_for(lock, wait, [this] { return stopping_ || woken_; });
+  }
+
+  void settle(const Delivery& d, const DeliveryOutcome& outcome, std::int64_t started,
+              std::int64_t finished) {
+    const Attempt attempt{d.attempts + 1, started, finished, outcome.ok, outcome.error};
+    if (outcome.ok) {
+      if (auto s = spool_.mark_delivered(d, attempt); !s) {
+        log_.error("spool: cannot mark delivered; the event will be delivered again",
+                   fields(d).add("error", s.error().detail));
+      }
+      metrics_.count_delivery(config_.name, "delivered");
+      if (const auto received = received_at_ms(d.record)) {
+        metrics_.observe_delivery_latency(config_.name,
+                                          static_cast<double>(finished - *received) / 1000.0);
+      }
+      log_.debug("delivered", fields(d).add("attempt", attempt.number));
+      return;
+    }
+    const bool dead = attempt.number >= config_.retry_max;
+    const std::int64_t next =
+        finished + (dead ? 0 : retry_delay_ms(config_.retry_base, attempt.number));
+    if (auto s = spool_.mark_failed(d, attempt, next, dead); !s) {
+      log_.error("spool: cannot record a failed attempt", fields(d).add("error", s.error().detail));
+    }
+    metrics_.count_delivery(config_.name, dead ? "dead" : "retried");
+    auto f = fields(d).add("attempt", attempt.number).add("error", outcome.error);
+    if (dead) {
+      log_.error("delivery dead-lettered", f);
+    } else {
+      log_.warn("delivery failed, will retry", f.add("retry_in_ms", next - finished));
+    }
+  }
+
+  LogFields fields(const Delivery& d) const {
+    LogFields f;
+    f.add("sink", config_.name).add("delivery_id", d.delivery_id).add("event", d.event);
+    return f;
+  }
+
+  SinkConfig config_;
+  std::unique_ptr<Sink> sink_;
+  Spool& spool_;
+  Logger log_;
+  Metrics& metrics_;
+
+  std::mutex mu_;
+  std::condition_variable loop_cv_, work_cv_;
+  bool stopping_ = false, woken_ = false;
+  std::deque<Delivery> queue_;
+  std::set<std::int64_t> in_flight_;  // event rows handed to workers and not settled yet
+  std::thread loop_thread_;
+  std::vector<std::thread> workers_;
+};
+
+Status validate(const std::vector<SinkConfig>& sinks) {
+  std::set<std::string> names;
+  for (const auto& s : sinks) {
+    const auto bad = [&](const std::string& why) {
+      return Status(ErrorCode::invalid_config, "sink " + s.name + ": " + why);
+    };
+    if (s.name.empty()) return Status(ErrorCode::invalid_config, "sink " + s.spec + ": empty name");
+    if (!names.insert(s.name).second) return bad("two sinks have this name");
+    if (s.exec_concurrency < 1 || s.exec_concurrency > 256)
+      return bad("exec concurrency must be 1..256");
+    if (s.retry_max < 1) return bad("retry max must be at least 1");
+    if (s.retry_base.count() < 1) return bad("retry base must be at least 1ms");
+    if (s.exec_timeout.count() < 1) return bad("exec timeout must be at least 1ms");
+  }
+  return Ok{};
+}
+
+Result<std::unique_ptr<Sink>> make_sink(const SinkConfig& config, const Logger& log) {
+  const std::string_view spec = config.spec;
+  if (spec == "stdout") return make_stdout_sink(1);
+  if (spec.starts_with("file:"))
+    return make_file_sink(std::string(spec.substr(5)), config.file_max_bytes, log);
+  if (spec.starts_with("exec:")) return make_exec_sink(config, std::string(spec.substr(5)), log);
+  return parse_sink_spec(spec).error();  // every other spec was refused by parse_sink_spec
+}
+
+}  // namespace
+
+Result<SinkConfig> parse_sink_spec(std::string_view spec) {
+  SinkConfig config;
+  config.spec = std::string(spec);
+  config.name = config.spec;
+  if (spec == "stdout") return config;
+  const auto rest_after = [&](std::string_view prefix) { return spec.substr(prefix.size()); };
+  if (spec.starts_with("file:")) {
+    if (rest_after("file:").empty())
+      return Error{ErrorCode::invalid_config, "file sink needs a path: file:PATH"};
+    return config;
+  }
+  if (spec.starts_with("exec:")) {
+    if (rest_after("exec:").find_first_not_of(" \t") == std::string_view::npos) {
+      return Error{ErrorCode::invalid_config, "exec sink needs a command: exec:COMMAND"};
+    }
+    return config;
+  }
+  if (spec.starts_with("exec-stream:")) {
+    return Error{ErrorCode::invalid_config, "exec-stream sinks are not supported yet"};
+  }
+  return Error{ErrorCode::invalid_config,
+               "unknown sink \"" + config.spec + "\" (expected stdout, file:PATH or exec:COMMAND)"};
+}
+
+struct Dispatcher::Impl {
+  std::vector<SinkConfig> configs;
+  std::vector<std::unique_ptr<SinkRunner>> runners;
+  bool stopped = false;
+};
+
+Dispatcher::Dispatcher(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Dispatcher::~Dispatcher() { stop(); }
+
+Result<std::unique_ptr<Dispatcher>> Dispatcher::start(Spool& spool, std::vector<SinkConfig> sinks,
+                                                      const Logger& log, Metrics& metrics) {
+  if (auto valid = validate(sinks); !valid) return std::move(valid).error();
+  ignore_sigpipe();  // a closed stdout or a script that ignores stdin is a failed delivery
+  auto impl = std::make_unique<Impl>();
+  for (const auto& config : sinks) {
+    auto sink = make_sink(config, log);
+    if (!sink) return std::move(sink).error();
+    impl->runners.push_back(
+        std::make_unique<SinkRunner>(config, std::move(*sink), spool, log, metrics));
+  }
+  impl->configs = std::move(sinks);
+  try {
+    for (auto& runner : impl->runners) runner->start();
+  } catch (const std::system_error& e) {
+    return Error{ErrorCode::invalid_config,
+                 std::string("cannot start delivery threads: ") + e.what()};
+  }
+  return std::unique_ptr<Dispatcher>(new Dispatcher(std::move(impl)));
+}
+
+void Dispatcher::wake() {
+  for (auto& runner : impl_->runners) runner->wake();
+}
+
+void Dispatcher::reopen_files() {
+  for (auto& runner : impl_->runners) runner->request_reopen();
+}
+
+void Dispatcher::stop() {
+  if (!impl_ || impl_->stopped) return;
+  impl_->stopped = true;
+  // Signal every sink first, so that their running deliveries wind down together.
+  for (auto& runner : impl_->runners) runner->request_stop();
+  for (auto& runner : impl_->runners) runner->join();
+}
+
+const std::vector<SinkConfig>& Dispatcher::sinks() const noexcept { return impl_->configs; }
+
+}  // namespace tdhook::receiver

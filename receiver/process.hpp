@@ -1,0 +1,60 @@
+#pragma once
+// Runs one operator-configured shell command safely: `/bin/sh -c COMMAND` in its own process
+// group, with an explicit environment, some input on stdin, a deadline after which the whole
+// group is killed, and stdout+stderr captured into a bounded buffer (anything beyond the limit
+// is read and discarded, so a chatty script can neither block nor grow our memory).
+//
+// The command always comes from the operator's configuration; event data only ever reaches the
+// child through stdin and environment variables, never through a command line.
+//
+// Thread-safe: run_process() may run concurrently from several threads. It ignores SIGPIPE
+// process-wide (once): a script that exits without reading its stdin must give us EPIPE, not
+// kill the receiver. The child gets default signal dispositions and an empty signal mask.
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tdhook/result.hpp"
+
+namespace tdhook::receiver {
+
+struct ProcessOptions {
+  std::string command;                         // given to /bin/sh -c
+  std::vector<std::string> environment;        // "NAME=value", the child's whole environment
+  std::string input;                           // written to stdin, which is then closed
+  std::chrono::milliseconds timeout{30000};    // from spawn to SIGTERM of the process group
+  std::chrono::milliseconds kill_grace{2000};  // from SIGTERM to SIGKILL
+  std::size_t output_limit = 64 * 1024;        // bytes of stdout+stderr kept
+};
+
+struct ProcessResult {
+  int pid = 0;  // also the process group id
+  bool timed_out = false;
+  int exit_status = -1;            // when the shell exited normally
+  int term_signal = 0;             // when it was killed by a signal
+  std::string output;              // first output_limit bytes of stdout and stderr, interleaved
+  std::uint64_t output_bytes = 0;  // everything the child printed
+  std::chrono::milliseconds elapsed{0};
+
+  bool ok() const noexcept { return !timed_out && exit_status == 0; }
+  // "exit status 3", "killed by signal 9", "timeout after 2.5s"; empty when ok().
+  std::string describe(std::chrono::milliseconds timeout) const;
+};
+
+// Makes a write to a closed pipe fail with EPIPE instead of killing the receiver, unless the
+// program already chose a SIGPIPE disposition. Idempotent; run_process() calls it too.
+void ignore_sigpipe();
+
+// Spawns, feeds, waits and reaps. An error means the process could not be started at all
+// (invalid_input, with errno text); every outcome of a started process is a ProcessResult.
+Result<ProcessResult> run_process(const ProcessOptions& options);
+
+// The child environment: PATH, HOME, LANG, TZ and each name in `pass_env` if set in ours (PATH
+// gets a safe default when unset), then `extra` ("NAME=value", added last, overriding).
+std::vector<std::string> build_environment(const std::vector<std::string>& pass_env,
+                                           const std::vector<std::string>& extra);
+
+}  // namespace tdhook::receiver
