@@ -27,22 +27,22 @@ namespace tdhook::receiver {
 enum class Durability { process, power };
 
 struct SpoolOptions {
-  std::filesystem::path data_dir;                 // created if missing
+  std::filesystem::path data_dir;  // created if missing
   Durability durability = Durability::process;
   std::chrono::milliseconds dedup_window{24 * 3600 * 1000};
-  std::size_t max_pending = 100000;               // put() answers full beyond this
-  bool read_only = false;                         // for `tdhook spool ls/show`
+  std::size_t max_pending = 100000;  // put() answers full beyond this
+  bool read_only = false;            // for `tdhook spool ls/show`
 };
 
 // An event to store. `record` is the complete event record (one JSON object, no newline) that
 // sinks receive; `sinks` are the names of the sinks whose filter matched.
 struct NewEvent {
-  std::string delivery_id;     // unique, chosen by the caller
-  std::string dedup_key;       // equal keys within the window = the same occurrence
-  std::string event;           // hook.event
+  std::string delivery_id;  // unique, chosen by the caller
+  std::string dedup_key;    // equal keys within the window = the same occurrence
+  std::string event;        // hook.event
   std::string project_id;
   std::string subscription_id;
-  std::int64_t timestamp_ms = 0;    // Tiledesk's
+  std::int64_t timestamp_ms = 0;  // Tiledesk's
   std::int64_t received_at_ms = 0;
   std::string record;
   std::vector<std::string> sinks;
@@ -68,7 +68,7 @@ struct Delivery {
   std::string subscription_id;
   std::int64_t timestamp_ms = 0;
   std::string record;
-  int attempts = 0;            // attempts made so far
+  int attempts = 0;  // attempts made so far
 };
 
 struct Attempt {
@@ -115,13 +115,15 @@ class Spool {
   PutResult put(NewEvent event);
 
   // Up to `limit` pending deliveries of `sink` whose next attempt is due at `now_ms`, oldest first.
-  Result<std::vector<Delivery>> due(const std::string& sink, std::int64_t now_ms, std::size_t limit);
+  Result<std::vector<Delivery>> due(const std::string& sink, std::int64_t now_ms,
+                                    std::size_t limit);
   // Earliest next_attempt_at of a pending delivery of `sink`, if any.
   std::optional<std::int64_t> next_due(const std::string& sink);
 
   Status mark_delivered(const Delivery& d, const Attempt& attempt);
   // A failed attempt: stays pending until `next_attempt_at_ms`, or becomes dead when `dead`.
-  Status mark_failed(const Delivery& d, const Attempt& attempt, std::int64_t next_attempt_at_ms, bool dead);
+  Status mark_failed(const Delivery& d, const Attempt& attempt, std::int64_t next_attempt_at_ms,
+                     bool dead);
 
   // Dead (or, with `include_pending`, any undelivered) deliveries back to pending, due now.
   Result<std::int64_t> retry(const std::optional<std::string>& delivery_id, bool all_dead);
@@ -141,6 +143,7 @@ class Spool {
   Result<SpoolCounts> counts(const std::optional<std::string>& sink);
   std::int64_t pending_total() const noexcept;  // cheap, kept in memory
   bool writable() const noexcept;               // false after a disk failure, until a write works
+  std::uint64_t commits() const noexcept;       // put() transactions committed (group commit)
 
   // Called after each commit that stored at least one event (dispatcher wake-up).
   void set_on_commit(std::function<void()> callback);
@@ -150,5 +153,8 @@ class Spool {
   explicit Spool(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// True for the error of show()/retry() when no event has the delivery id asked for.
+bool is_not_found(const Error& error) noexcept;
 
 }  // namespace tdhook::receiver

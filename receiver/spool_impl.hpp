@@ -1,0 +1,97 @@
+#pragma once
+// Spool::Impl, shared by spool.cpp (open, put and group commit) and spool_query.cpp (delivery
+// state, listing, retry, purge). Internal to the spool.
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "spool.hpp"
+#include "spool_sqlite.hpp"
+
+namespace tdhook::receiver {
+
+// Statements of the write connection, prepared once at open.
+struct WriteStatements {
+  detail::Statement dedup_find, dedup_put, dedup_expire;
+  detail::Statement event_insert, delivery_insert;
+  detail::Statement mark, attempt_insert, has_pending, count_pending, data_version;
+  detail::Statement event_row_of, retry_one, retry_dead;
+  detail::Statement purge_select, purge_attempts, purge_deliveries, purge_event;
+};
+
+// Statements of the read connection.
+struct ReadStatements {
+  detail::Statement due, next_due, list, show_event, show_deliveries, show_attempts, counts;
+};
+
+// A put() waiting for the group commit that holds its event.
+struct PutWaiter {
+  NewEvent event;
+  PutResult result;
+  bool done = false;
+};
+
+struct Spool::Impl {
+  SpoolOptions options;
+  std::filesystem::path path;
+
+  // Writes (put batches, marks, retry, purge) are serialised on the write connection.
+  std::mutex write_mutex;
+  detail::Connection write_db;
+  WriteStatements w;
+  std::int64_t data_version = -1;  // of write_db; changes when another process commits
+
+  std::mutex read_mutex;
+  detail::Connection read_db;
+  ReadStatements r;
+
+  // Group commit: callers queue; the first one that finds no leader writes the whole queue.
+  std::mutex queue_mutex;
+  std::condition_variable queue_cv;
+  std::vector<PutWaiter*> queue;
+  bool leader_active = false;
+
+  std::atomic<std::int64_t> pending{0};  // events with at least one pending delivery
+  std::atomic<bool> writable{true};
+  std::atomic<std::uint64_t> commits{0};
+  std::int64_t last_dedup_expiry_ms = 0;
+
+  std::mutex callback_mutex;
+  std::function<void()> on_commit;
+
+  // spool.cpp
+  void write_batch(std::vector<PutWaiter*>& batch) noexcept;
+  // True when at least one event of the batch was stored and committed.
+  bool write_batch_transaction(std::vector<PutWaiter*>& batch);
+  // Stores one event inside the open batch transaction. False on an SQLite failure that must
+  // abort the whole batch; per-event outcomes (duplicate, full) are set in `waiter.result`.
+  bool put_one(PutWaiter& waiter, detail::SqlFailure& failure);
+  bool expire_dedup(std::int64_t now_ms, detail::SqlFailure& failure);
+
+  // spool_query.cpp
+  // Re-reads the pending count if another process (`tdhook spool retry`) changed the database.
+  // Call inside a write transaction.
+  bool sync_external_changes(detail::SqlFailure& failure);
+  bool recount_pending(detail::SqlFailure& failure);
+  // After a delivery of `event_row` left the pending state: one fewer pending event if it was
+  // the event's last pending delivery.
+  bool settle_event(std::int64_t event_row, detail::SqlFailure& failure);
+  Status mark(const Delivery& d, const Attempt& attempt, DeliveryState state,
+              std::int64_t next_attempt_at_ms);
+  Error sql_error(const detail::SqlFailure& failure) const;
+};
+
+std::int64_t spool_now_ms();
+// Every statement the spool uses, prepared on its connection.
+bool prepare_write_statements(detail::Connection& db, WriteStatements& w,
+                              detail::SqlFailure& failure);
+bool prepare_read_statements(detail::Connection& db, ReadStatements& r,
+                             detail::SqlFailure& failure);
+DeliveryState parse_state(std::string_view text) noexcept;
+
+}  // namespace tdhook::receiver

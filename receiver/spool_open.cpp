@@ -1,0 +1,219 @@
+// Opening the spool: identity and integrity checks, schema creation, prepared statements.
+#include <system_error>
+
+#include "spool_impl.hpp"
+
+namespace tdhook::receiver {
+namespace {
+
+using detail::Connection;
+using detail::SqlFailure;
+
+// Written to the database header so that another application's SQLite file is never taken for
+// (and turned into) a spool.
+constexpr std::int64_t kApplicationId = 0x7464686b;  // "tdhk"
+constexpr std::int64_t kSchemaVersion = 1;
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE events(
+  row INTEGER PRIMARY KEY,
+  delivery_id TEXT NOT NULL UNIQUE,
+  event TEXT NOT NULL,
+  project_id TEXT NOT NULL,
+  subscription_id TEXT NOT NULL,
+  timestamp INTEGER NOT NULL,
+  received_at INTEGER NOT NULL,
+  record TEXT NOT NULL);
+CREATE INDEX events_received ON events(received_at);
+CREATE TABLE deliveries(
+  event_row INTEGER NOT NULL,
+  sink TEXT NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER NOT NULL,
+  last_error TEXT NOT NULL DEFAULT '',
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (sink, event_row)) WITHOUT ROWID;
+CREATE INDEX deliveries_due ON deliveries(sink, state, next_attempt_at);
+CREATE INDEX deliveries_event ON deliveries(event_row, state);
+CREATE TABLE attempts(
+  event_row INTEGER NOT NULL,
+  sink TEXT NOT NULL,
+  number INTEGER NOT NULL,
+  started_at INTEGER NOT NULL,
+  finished_at INTEGER NOT NULL,
+  ok INTEGER NOT NULL,
+  error TEXT NOT NULL);
+CREATE INDEX attempts_event ON attempts(event_row);
+CREATE TABLE dedup(
+  key TEXT PRIMARY KEY,
+  delivery_id TEXT NOT NULL,
+  received_at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX dedup_received ON dedup(received_at);
+)sql";
+
+Error open_error(const std::filesystem::path& path, const std::string& what) {
+  return Error{ErrorCode::invalid_config, "spool " + path.string() + ": " + what};
+}
+
+bool single_integer(Connection& db, const char* sql, std::int64_t& out, SqlFailure& failure) {
+  detail::Statement stmt;
+  if (!db.prepare(sql, stmt, failure)) return false;
+  detail::Query q(stmt);
+  const int rc = q.step();
+  if (rc != SQLITE_ROW) {
+    failure = db.last_failure(rc);
+    return false;
+  }
+  out = q.integer(0);
+  return true;
+}
+
+// PRAGMA quick_check: "ok", or one row per problem found.
+Status integrity(Connection& db, const std::filesystem::path& path) {
+  detail::Statement stmt;
+  SqlFailure failure;
+  if (!db.prepare("PRAGMA quick_check(5)", stmt, failure)) {
+    return open_error(path, "integrity check failed: " + detail::describe(failure));
+  }
+  detail::Query q(stmt);
+  std::string problems;
+  int rc = SQLITE_ROW;
+  while ((rc = q.step()) == SQLITE_ROW) {
+    const std::string line = q.text(0);
+    if (line != "ok") problems += (problems.empty() ? "" : "; ") + line;
+  }
+  if (rc != SQLITE_DONE) {
+    return open_error(path, "corrupted: " + detail::describe(db.last_failure(rc)));
+  }
+  if (!problems.empty()) return open_error(path, "corrupted: " + problems);
+  return Ok{};
+}
+
+// Checks that the file is ours (or empty) and of a version we know, without writing anything.
+// Sets `fresh` when the schema must be created.
+Status identify(Connection& db, const std::filesystem::path& path, bool& fresh) {
+  SqlFailure failure;
+  std::int64_t app_id = 0, version = 0, objects = 0;
+  if (!single_integer(db, "PRAGMA application_id", app_id, failure) ||
+      !single_integer(db, "PRAGMA user_version", version, failure) ||
+      !single_integer(db, "SELECT count(*) FROM sqlite_schema", objects, failure)) {
+    return open_error(path, "not a readable tdhook spool: " + detail::describe(failure));
+  }
+  if (app_id == 0 && version == 0 && objects == 0) {
+    fresh = true;
+    return Ok{};
+  }
+  if (app_id != kApplicationId) {
+    return open_error(path, "an SQLite database that is not a tdhook spool; refusing to use it");
+  }
+  if (version > kSchemaVersion) {
+    return open_error(path, "written by a newer tdhook (schema version " + std::to_string(version) +
+                                ", this one knows " + std::to_string(kSchemaVersion) + ")");
+  }
+  if (version < 1) return open_error(path, "incomplete tdhook spool (no schema version)");
+  return Ok{};
+}
+
+Status configure(Connection& db, const SpoolOptions& options, const std::filesystem::path& path) {
+  SqlFailure failure;
+  if (!db.exec("PRAGMA journal_mode=WAL", failure)) {
+    return open_error(path, "cannot switch to WAL mode: " + detail::describe(failure));
+  }
+  const char* sync = options.durability == Durability::power ? "PRAGMA synchronous=FULL"
+                                                             : "PRAGMA synchronous=NORMAL";
+  // A large write burst must not leave a WAL file of that size behind for ever.
+  if (!db.exec(sync, failure) || !db.exec("PRAGMA journal_size_limit=67108864", failure)) {
+    return open_error(path, detail::describe(failure));
+  }
+  return Ok{};
+}
+
+Status create_schema(Connection& db, const std::filesystem::path& path) {
+  SqlFailure failure;
+  detail::Transaction txn(db);
+  const std::string version = "PRAGMA user_version=" + std::to_string(kSchemaVersion) +
+                              "; PRAGMA application_id=" + std::to_string(kApplicationId);
+  if (!txn.begin(failure) || !db.exec(kSchema, failure) || !db.exec(version.c_str(), failure) ||
+      !txn.commit(failure)) {
+    return open_error(path, "cannot create the schema: " + detail::describe(failure));
+  }
+  return Ok{};
+}
+
+Result<Connection> connect(const std::filesystem::path& path, bool read_only) {
+  SqlFailure failure;
+  const int flags =
+      (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+      SQLITE_OPEN_NOMUTEX;
+  Connection db = Connection::open(path, flags, failure);
+  if (!db.is_open()) return open_error(path, "cannot open: " + detail::describe(failure));
+  // `tdhook spool retry` and the receiver write to the same file: wait for the lock, never fail.
+  sqlite3_busy_timeout(db.get(), 10000);
+  return db;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Spool>> Spool::open(const SpoolOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->path = options.data_dir / "spool.db";
+  const auto& path = impl->path;
+  std::error_code ec;
+  if (options.read_only) {
+    if (!std::filesystem::is_regular_file(path, ec)) {
+      return open_error(path, "no spool here (the file does not exist or is not a regular file)");
+    }
+  } else {
+    std::filesystem::create_directories(options.data_dir, ec);
+    if (ec) return open_error(path, "cannot create the data directory: " + ec.message());
+    if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec)) {
+      return open_error(path, "not a regular file");
+    }
+  }
+
+  auto main_db = connect(path, options.read_only);
+  if (!main_db) return std::move(main_db).error();
+  bool fresh = false;
+  if (auto s = identify(*main_db, path, fresh); !s) return std::move(s).error();
+  if (fresh && options.read_only) return open_error(path, "empty file, not a tdhook spool");
+  if (auto s = integrity(*main_db, path); !s) return std::move(s).error();
+  if (!options.read_only) {
+    if (auto s = configure(*main_db, options, path); !s) return std::move(s).error();
+    if (fresh) {
+      if (auto s = create_schema(*main_db, path); !s) return std::move(s).error();
+    }
+  }
+
+  SqlFailure failure;
+  if (options.read_only) {
+    impl->read_db = std::move(*main_db);
+  } else {
+    impl->write_db = std::move(*main_db);
+    if (!prepare_write_statements(impl->write_db, impl->w, failure) ||
+        !impl->sync_external_changes(failure)) {
+      return open_error(path, detail::describe(failure));
+    }
+    auto reader = connect(path, true);
+    if (!reader) return std::move(reader).error();
+    impl->read_db = std::move(*reader);
+  }
+  if (!prepare_read_statements(impl->read_db, impl->r, failure)) {
+    return open_error(path, detail::describe(failure));
+  }
+  if (options.read_only) {
+    // Only for pending_total(); a read-only spool never changes it.
+    std::int64_t pending = 0;
+    if (!single_integer(impl->read_db,
+                        "SELECT count(DISTINCT event_row) FROM deliveries WHERE state='pending'",
+                        pending, failure)) {
+      return open_error(path, detail::describe(failure));
+    }
+    impl->pending = pending;
+    impl->writable = false;
+  }
+  return std::unique_ptr<Spool>(new Spool(std::move(impl)));
+}
+
+}  // namespace tdhook::receiver
