@@ -81,8 +81,10 @@ Query& Query::bind(int index, std::int64_t value) {
 }
 
 Query& Query::bind(int index, std::string_view text) {
-  // SQLITE_TRANSIENT: the caller's buffer may not outlive the step.
-  sqlite3_bind_text64(stmt_, index, text.data(), text.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+  // A null data pointer would bind NULL, not the empty string. SQLITE_TRANSIENT: the caller's
+  // buffer may not outlive the step.
+  const char* data = text.data() != nullptr ? text.data() : "";
+  sqlite3_bind_text64(stmt_, index, data, text.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
   return *this;
 }
 

@@ -1,0 +1,496 @@
+// The receiver's spool on real SQLite files: storage, de-duplication, group commit, delivery
+// state, and refusal of files that are not (or no longer) a spool.
+#include <doctest/doctest.h>
+#include <sqlite3.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+
+#include <atomic>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "spool.hpp"
+#include "support/files.hpp"
+
+using namespace tdhook::receiver;
+using tdhook::test::TempDir;
+
+namespace {
+
+constexpr std::int64_t kHour = 3600 * 1000;
+
+NewEvent make_event(const std::string& id, std::int64_t received_at = 1000,
+                    std::vector<std::string> sinks = {"stdout"}) {
+  NewEvent e;
+  e.delivery_id = id;
+  e.dedup_key = "key-" + id;
+  e.event = "lead.create";
+  e.project_id = "p1";
+  e.subscription_id = "s1";
+  e.timestamp_ms = received_at - 5;
+  e.received_at_ms = received_at;
+  e.record = R"({"id":")" + id + R"(","event":"lead.create"})";
+  e.sinks = std::move(sinks);
+  return e;
+}
+
+std::unique_ptr<Spool> open_spool(const TempDir& dir, std::size_t max_pending = 100000) {
+  SpoolOptions options;
+  options.data_dir = dir / "data";
+  options.dedup_window = std::chrono::milliseconds(kHour);
+  options.max_pending = max_pending;
+  auto spool = Spool::open(options);
+  REQUIRE_MESSAGE(spool.ok(), (spool.ok() ? "" : spool.error().detail));
+  return std::move(*spool);
+}
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+Attempt attempt(int number, bool ok, std::string error = {}) {
+  return Attempt{number, 100, 200, ok, std::move(error)};
+}
+
+std::int64_t count_rows(const std::filesystem::path& db_path, const char* sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(stmt) == SQLITE_ROW);
+  const std::int64_t n = sqlite3_column_int64(stmt, 0);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return n;
+}
+
+// Runs in a child process: stores events until RLIMIT_FSIZE makes a write fail, checks that the
+// failure is reported and nothing half-stored remains, then lifts the limit and stores again.
+int disk_full_scenario(const std::filesystem::path& data_dir) {
+  signal(SIGXFSZ, SIG_IGN);  // get EFBIG from write() instead of being killed
+  SpoolOptions options;
+  options.data_dir = data_dir;
+  auto opened = Spool::open(options);
+  if (!opened) return 10;
+  auto& spool = **opened;
+  rlimit limit{};
+  getrlimit(RLIMIT_FSIZE, &limit);
+  const rlimit original = limit;
+  limit.rlim_cur = 512 * 1024;
+  if (setrlimit(RLIMIT_FSIZE, &limit) != 0) return 11;
+  int stored = 0;
+  PutResult last;
+  for (int i = 0; i < 1000; ++i) {
+    auto event = make_event("d" + std::to_string(i));
+    event.record.append(16 * 1024, ' ');
+    last = spool.put(std::move(event));
+    if (last.outcome != PutOutcome::stored) break;
+    ++stored;
+  }
+  if (last.outcome != PutOutcome::failed || last.error.empty()) return 12;
+  if (spool.writable()) return 13;
+  if (setrlimit(RLIMIT_FSIZE, &original) != 0) return 14;
+  if (spool.put(make_event("after")).outcome != PutOutcome::stored) return 15;
+  if (!spool.writable()) return 16;
+  ListFilter all;
+  all.limit = 0;
+  auto rows = spool.list(all);
+  if (!rows || rows->size() != static_cast<std::size_t>(stored) + 1) return 17;
+  if (spool.pending_total() != stored + 1) return 18;
+  return 0;
+}
+
+}  // namespace
+
+TEST_SUITE("spool") {
+  TEST_CASE("a stored event is due to its sinks, listed and shown with its record") {
+    TempDir dir;
+    auto spool = open_spool(dir);
+    const auto put = spool->put(make_event("d1", 1000, {"stdout", "file"}));
+    REQUIRE(put.outcome == PutOutcome::stored);
+    CHECK(put.delivery_id == "d1");
+    CHECK(spool->pending_total() == 1);
+
+    auto due = spool->due("stdout", 1000, 10);
+    REQUIRE(due.ok());
+    REQUIRE(due->size() == 1);
+    CHECK(due->front().delivery_id == "d1");
+    CHECK(due->front().record == R"({"id":"d1","event":"lead.create"})");
+    CHECK(due->front().project_id == "p1");
+    CHECK(due->front().subscription_id == "s1");
+    CHECK(due->front().attempts == 0);
+    CHECK(spool->due("stdout", 999, 10)->empty());
+    CHECK(spool->next_due("file") == 1000);
+    CHECK_FALSE(spool->next_due("other").has_value());
+
+    auto rows = spool->list({});
+    REQUIRE(rows.ok());
+    REQUIRE(rows->size() == 2);
+    CHECK(rows->at(0).sink == "file");
+    CHECK(rows->at(1).sink == "stdout");
+    CHECK(rows->at(0).state == DeliveryState::pending);
+
+    auto details = spool->show("d1");
+    REQUIRE(details.ok());
+    CHECK(details->record == R"({"id":"d1","event":"lead.create"})");
+    CHECK(details->deliveries.size() == 2);
+    auto missing = spool->show("nope");
+    REQUIRE_FALSE(missing.ok());
+    CHECK(is_not_found(missing.error()));
+  }
+
+  TEST_CASE("the same dedup key within the window is a duplicate and stores nothing") {
+    TempDir dir;
+    auto spool = open_spool(dir);
+    auto first = make_event("d1", 1000);
+    auto retry = make_event("d2", 1000 + kHour - 1);
+    retry.dedup_key = first.dedup_key;
+    REQUIRE(spool->put(first).outcome == PutOutcome::stored);
+    const auto dup = spool->put(retry);
+    CHECK(dup.outcome == PutOutcome::duplicate);
+    CHECK(dup.delivery_id == "d1");
+    CHECK(spool->list({})->size() == 1);
+    CHECK(spool->pending_total() == 1);
+  }
+
+  TEST_CASE("a dedup key seen before the window is stored again") {
+    TempDir dir;
+    auto spool = open_spool(dir);
+    auto first = make_event("d1", 1000);
+    auto later = make_event("d2", 1000 + kHour + 1);
+    later.dedup_key = first.dedup_key;
+    REQUIRE(spool->put(first).outcome == PutOutcome::stored);
+    const auto again = spool->put(later);
+    CHECK(again.outcome == PutOutcome::stored);
+    CHECK(again.delivery_id == "d2");
+    // The key now points at the new occurrence.
+    auto third = make_event("d3", 1000 + kHour + 2);
+    third.dedup_key = first.dedup_key;
+    CHECK(spool->put(third).delivery_id == "d2");
+  }
+
+  TEST_CASE("the dedup window survives closing and reopening the spool") {
+    TempDir dir;
+    open_spool(dir)->put(make_event("d1", 5000));
+    auto spool = open_spool(dir);
+    auto retry = make_event("d9", 6000);
+    retry.dedup_key = "key-d1";
+    const auto put = spool->put(retry);
+    CHECK(put.outcome == PutOutcome::duplicate);
+    CHECK(put.delivery_id == "d1");
+  }
+
+  TEST_CASE("concurrent puts share commits and each event is stored exactly once") {
+    TempDir dir;
+    auto spool = open_spool(dir);
+    std::atomic<int> wakeups{0};
+    spool->set_on_commit([&] { wakeups.fetch_add(1); });
+    constexpr int kThreads = 8, kPerThread = 500;
+    std::atomic<int> stored{0}, other{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kPerThread; ++i) {
+          const auto id = "t" + std::to_string(t) + "-" + std::to_string(i);
+          const auto r = spool->put(make_event(id, 1000 + i));
+          (r.outcome == PutOutcome::stored && r.delivery_id == id ? stored : other).fetch_add(1);
+        }
+      });
+    }
+    for (auto& thread : threads) thread.join();
+    CHECK(stored == kThreads * kPerThread);
+    CHECK(other == 0);
+    ListFilter all;
+    all.limit = 0;
+    auto rows = spool->list(all);
+    REQUIRE(rows.ok());
+    std::set<std::string> ids;
+    for (const auto& row : *rows) ids.insert(row.delivery_id);
+    CHECK(rows->size() == kThreads * kPerThread);
+    CHECK(ids.size() == kThreads * kPerThread);
+    CHECK(spool->pending_total() == kThreads * kPerThread);
+    MESSAGE("transactions for ", kThreads * kPerThread, " puts: ", spool->commits());
+    CHECK(spool->commits() < static_cast<std::uint64_t>(kThreads * kPerThread));
+    CHECK(wakeups == static_cast<int>(spool->commits()));
+  }
+
+  TEST_CASE("put answers full once max_pending events wait, and stores again after delivery") {
+    TempDir dir;
+    auto spool = open_spool(dir, 2);
+    REQUIRE(spool->put(make_event("d1")).outcome == PutOutcome::stored);
+    REQUIRE(spool->put(make_event("d2")).outcome == PutOutcome::stored);
+    CHECK(spool->put(make_event("d3")).outcome == PutOutcome::full);
+    CHECK(spool->show("d3").ok() == false);
+    auto due = spool->due("stdout", 1000, 1);
+    REQUIRE(due->size() == 1);
+    REQUIRE(spool->mark_delivered(due->front(), attempt(1, true)).ok());
+    CHECK(spool->pending_total() == 1);
+    CHECK(spool->put(make_event("d3")).outcome == PutOutcome::stored);
+  }
+
+  TEST_CASE("an event for no sink is stored as delivered and waits for nothing") {
+    TempDir dir;
+    auto spool = open_spool(dir, 1);
+    REQUIRE(spool->put(make_event("d1", 1000, {})).outcome == PutOutcome::stored);
+    CHECK(spool->pending_total() == 0);
+    ListFilter delivered;
+    delivered.state = DeliveryState::delivered;
+    CHECK(spool->list(delivered)->size() == 1);
+    CHECK(spool->put(make_event("d2")).outcome == PutOutcome::stored);
+  }
+
+  TEST_CASE("a failed attempt is due again at its next attempt time, not before") {
+    TempDir dir;
+    auto spool = open_spool(dir);
+    REQUIRE(spool->put(make_event("d1", 1000)).outcome == PutOutcome::stored);
+    auto due = spool->due("stdout", 1000, 10);
+    REQUIRE(due->size() == 1);
+    REQUIRE(spool->mark_failed(due->front(), attempt(1, false, "exit 3"), 5000, false).ok());
+    CHECK(spool->due("stdout", 4999, 10)->empty());
+    CHECK(spool->next_due("stdout") == 5000);
+    auto again = spool->due("stdout", 5000, 10);
+    REQUIRE(again->size() == 1);
+    CHECK(again->front().attempts == 1);
+    CHECK(spool->pending_total() == 1);
+    auto rows = spool->list({});
+    CHECK(rows->front().last_error == "exit 3");
+    CHECK(rows->front().next_attempt_at_ms == 5000);
+  }
+
+  TEST_CASE("a dead delivery goes back to pending on retry, by id or all at once") {
+    TempDir dir;
+    auto spool = open_spool(dir);
+    for (const char* id : {"d1", "d2"}) {
+      REQUIRE(spool->put(make_event(id)).outcome == PutOutcome::stored);
+    }
+    const auto failing = spool->due("stdout", 1000, 10);
+    REQUIRE(failing.ok());
+    for (const auto& d : *failing) {
+      REQUIRE(spool->mark_failed(d, attempt(1, false, "boom"), 0, true).ok());
+    }
+    CHECK(spool->pending_total() == 0);
+    CHECK(spool->counts(std::nullopt)->dead == 2);
+    CHECK(spool->due("stdout", 1'000'000, 10)->empty());
+
+    SUBCASE("by id") {
+      auto n = spool->retry(std::string("d1"), false);
+      REQUIRE(n.ok());
+      CHECK(*n == 1);
+      CHECK(spool->counts(std::string("stdout"))->dead == 1);
+      auto ready = spool->due("stdout", now_ms(), 10);
+      REQUIRE(ready->size() == 1);
+      CHECK(ready->front().delivery_id == "d1");
+      CHECK(spool->pending_total() == 1);
+      auto missing = spool->retry(std::string("nope"), false);
+      REQUIRE_FALSE(missing.ok());
+      CHECK(is_not_found(missing.error()));
+    }
+    SUBCASE("all dead") {
+      auto n = spool->retry(std::nullopt, true);
+      REQUIRE(n.ok());
+      CHECK(*n == 2);
+      CHECK(spool->counts(std::nullopt)->pending == 2);
+      CHECK(spool->pending_total() == 2);
+    }
+  }
+
+  TEST_CASE("show lists every attempt of every sink") {
+    TempDir dir;
+    auto spool = open_spool(dir);
+    REQUIRE(spool->put(make_event("d1", 1000, {"a", "b"})).outcome == PutOutcome::stored);
+    auto a = spool->due("a", 1000, 1)->front();
+    REQUIRE(spool->mark_failed(a, attempt(1, false, "exit 1"), 1000, false).ok());
+    REQUIRE(spool->mark_delivered(a, attempt(2, true)).ok());
+    CHECK(spool->pending_total() == 1);
+    REQUIRE(spool->mark_delivered(spool->due("b", 1000, 1)->front(), attempt(1, true)).ok());
+    CHECK(spool->pending_total() == 0);
+    auto details = spool->show("d1");
+    REQUIRE(details.ok());
+    REQUIRE(details->attempts.size() == 3);
+    CHECK(details->attempts[0].first == "a");
+    CHECK(details->attempts[0].second.error == "exit 1");
+    CHECK(details->attempts[1].second.ok);
+    CHECK(details->deliveries[0].state == DeliveryState::delivered);
+    CHECK(details->deliveries[0].attempts == 2);
+  }
+
+  TEST_CASE("purge removes delivered events older than the cutoff and expired dedup keys") {
+    TempDir dir;
+    auto spool = open_spool(dir);
+    const std::int64_t now = now_ms();
+    // "new" first: a put also expires old dedup keys, as of its own received_at.
+    REQUIRE(spool->put(make_event("new", now)).outcome == PutOutcome::stored);
+    REQUIRE(spool->put(make_event("old", 1000)).outcome == PutOutcome::stored);
+    REQUIRE(spool->put(make_event("old-dead", 1000)).outcome == PutOutcome::stored);
+    REQUIRE(spool->put(make_event("old-pending", 1000)).outcome == PutOutcome::stored);
+    const auto due = spool->due("stdout", now, 10);
+    REQUIRE(due.ok());
+    for (const auto& d : *due) {
+      if (d.delivery_id == "old-pending") continue;
+      const bool dead = d.delivery_id == "old-dead";
+      REQUIRE((dead ? spool->mark_failed(d, attempt(1, false, "x"), 0, true)
+                    : spool->mark_delivered(d, attempt(1, true)))
+                  .ok());
+    }
+    const auto db = dir / "data" / "spool.db";
+    CHECK(count_rows(db, "SELECT count(*) FROM dedup") == 4);
+    auto removed = spool->purge_delivered(now - 1000);
+    REQUIRE(removed.ok());
+    CHECK(*removed == 1);
+    CHECK_FALSE(spool->show("old").ok());
+    CHECK(spool->show("old-dead").ok());
+    CHECK(spool->show("old-pending").ok());
+    CHECK(spool->show("new").ok());
+    CHECK(count_rows(db,
+                     "SELECT count(*) FROM attempts WHERE event_row NOT IN "
+                     "(SELECT row FROM events)") == 0);
+    // Only the key received "now" is still inside the one-hour window.
+    CHECK(count_rows(db, "SELECT count(*) FROM dedup") == 1);
+    CHECK(spool->pending_total() == 1);
+  }
+
+  TEST_CASE("a reopened spool resumes what was pending") {
+    TempDir dir;
+    {
+      auto spool = open_spool(dir);
+      for (const char* id : {"d1", "d2", "d3"}) {
+        REQUIRE(spool->put(make_event(id)).outcome == PutOutcome::stored);
+      }
+      REQUIRE(spool->mark_delivered(spool->due("stdout", 1000, 1)->front(), attempt(1, true)).ok());
+    }
+    auto spool = open_spool(dir);
+    CHECK(spool->pending_total() == 2);
+    auto due = spool->due("stdout", 1000, 10);
+    REQUIRE(due->size() == 2);
+    CHECK(due->at(0).delivery_id == "d2");
+    CHECK(due->at(1).delivery_id == "d3");
+  }
+
+  TEST_CASE("a retry made by another process is counted in pending_total") {
+    TempDir dir;
+    auto receiver = open_spool(dir, 1);
+    REQUIRE(receiver->put(make_event("d1")).outcome == PutOutcome::stored);
+    REQUIRE(receiver
+                ->mark_failed(receiver->due("stdout", 1000, 1)->front(), attempt(1, false, "x"), 0,
+                              true)
+                .ok());
+    CHECK(receiver->pending_total() == 0);
+    auto tool = open_spool(dir);
+    REQUIRE(tool->retry(std::nullopt, true).ok());
+    // The receiver notices the other writer at its next transaction.
+    CHECK(receiver->put(make_event("d2")).outcome == PutOutcome::full);
+    CHECK(receiver->pending_total() == 1);
+  }
+
+  TEST_CASE("a read-only spool lists but refuses to write") {
+    TempDir dir;
+    open_spool(dir)->put(make_event("d1"));
+    SpoolOptions options;
+    options.data_dir = dir / "data";
+    options.read_only = true;
+    auto spool = Spool::open(options);
+    REQUIRE(spool.ok());
+    CHECK((*spool)->list({})->size() == 1);
+    CHECK((*spool)->pending_total() == 1);
+    CHECK((*spool)->put(make_event("d2")).outcome == PutOutcome::failed);
+    CHECK_FALSE((*spool)->retry(std::nullopt, true).ok());
+
+    options.data_dir = dir / "nothing-here";
+    auto none = Spool::open(options);
+    REQUIRE_FALSE(none.ok());
+    CHECK(none.error().detail.find("no spool") != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(dir / "nothing-here"));
+  }
+
+  TEST_CASE("a file of garbage is refused with its path and SQLite's reason, and left alone") {
+    TempDir dir;
+    std::filesystem::create_directories(dir / "data");
+    const std::string garbage(10000, '\x5a');
+    tdhook::test::write_file(dir / "data" / "spool.db", garbage);
+    SpoolOptions options;
+    options.data_dir = dir / "data";
+    auto spool = Spool::open(options);
+    REQUIRE_FALSE(spool.ok());
+    CHECK(spool.error().code == tdhook::ErrorCode::invalid_config);
+    CHECK(spool.error().detail.find((dir / "data" / "spool.db").string()) != std::string::npos);
+    CHECK(spool.error().detail.find("not a database") != std::string::npos);
+    CHECK(tdhook::test::read_file(dir / "data" / "spool.db") == garbage);
+  }
+
+  TEST_CASE("a spool with a damaged page fails the integrity check at open") {
+    TempDir dir;
+    {
+      auto spool = open_spool(dir);
+      for (int i = 0; i < 300; ++i) {
+        REQUIRE(spool->put(make_event("d" + std::to_string(i))).outcome == PutOutcome::stored);
+      }
+    }
+    const auto path = dir / "data" / "spool.db";
+    auto bytes = tdhook::test::read_file(path);
+    REQUIRE(bytes.size() > 8 * 4096);
+    // Pages 3 to 6: b-tree pages of the tables, well past the header.
+    for (std::size_t i = 2 * 4096; i < 6 * 4096; ++i) bytes[i] = static_cast<char>(i * 7 + 3);
+    tdhook::test::write_file(path, bytes);
+    SpoolOptions options;
+    options.data_dir = dir / "data";
+    auto spool = Spool::open(options);
+    REQUIRE_FALSE(spool.ok());
+    MESSAGE(spool.error().detail);
+    CHECK(spool.error().detail.find(path.string()) != std::string::npos);
+    CHECK(spool.error().detail.find("corrupt") != std::string::npos);
+  }
+
+  TEST_CASE("another application's SQLite database is not taken for a spool") {
+    TempDir dir;
+    std::filesystem::create_directories(dir / "data");
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open((dir / "data" / "spool.db").c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "CREATE TABLE notes(text)", nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+    SpoolOptions options;
+    options.data_dir = dir / "data";
+    auto spool = Spool::open(options);
+    REQUIRE_FALSE(spool.ok());
+    CHECK(spool.error().detail.find("not a tdhook spool") != std::string::npos);
+    CHECK(count_rows(dir / "data" / "spool.db", "PRAGMA user_version") == 0);
+  }
+
+  TEST_CASE("a data directory or spool file that cannot be used is a clear error") {
+    TempDir dir;
+    SpoolOptions options;
+    SUBCASE("the data directory cannot be created") {
+      tdhook::test::write_file(dir / "file", "x");
+      options.data_dir = dir / "file" / "data";
+      auto spool = Spool::open(options);
+      REQUIRE_FALSE(spool.ok());
+      CHECK(spool.error().detail.find("data directory") != std::string::npos);
+    }
+    SUBCASE("spool.db is a directory") {
+      std::filesystem::create_directories(dir / "data" / "spool.db");
+      options.data_dir = dir / "data";
+      auto spool = Spool::open(options);
+      REQUIRE_FALSE(spool.ok());
+      CHECK(spool.error().detail.find("not a regular file") != std::string::npos);
+    }
+  }
+
+  TEST_CASE("a full disk fails the put without storing, and the spool recovers with space") {
+    TempDir dir;
+    // The file size limit applies to the whole process: test in a child so no other test is hit.
+    const pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) _exit(disk_full_scenario(dir / "data"));
+    int status = 0;
+    REQUIRE(waitpid(child, &status, 0) == child);
+    REQUIRE(WIFEXITED(status));
+    // Each exit code names the step of disk_full_scenario that went wrong.
+    CHECK(WEXITSTATUS(status) == 0);
+  }
+}
