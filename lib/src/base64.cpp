@@ -48,23 +48,31 @@ std::string base64url_encode(std::string_view bytes) {
 }
 
 std::optional<std::string> base64url_decode(std::string_view text) {
-  if (text.size() % 4 == 1) return std::nullopt;
-  std::string out;
-  out.reserve(text.size() * 3 / 4);
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (char c : text) {
-    std::int8_t v = kReverse[static_cast<unsigned char>(c)];
-    if (v < 0) return std::nullopt;
-    acc = (acc << 6) | static_cast<std::uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xff);
-    }
+  const std::size_t rest = text.size() % 4;
+  if (rest == 1) return std::nullopt;
+  std::string out(text.size() / 4 * 3 + (rest == 0 ? 0 : rest - 1), '\0');
+  auto sextet = [&](std::size_t i) {
+    return static_cast<std::int32_t>(kReverse[static_cast<unsigned char>(text[i])]);
+  };
+  std::size_t o = 0, i = 0;
+  for (; i + 4 <= text.size(); i += 4) {
+    std::int32_t a = sextet(i), b = sextet(i + 1), c = sextet(i + 2), d = sextet(i + 3);
+    if ((a | b | c | d) < 0) return std::nullopt;
+    std::uint32_t v = static_cast<std::uint32_t>(a << 18 | b << 12 | c << 6 | d);
+    out[o++] = static_cast<char>(v >> 16);
+    out[o++] = static_cast<char>(v >> 8 & 0xff);
+    out[o++] = static_cast<char>(v & 0xff);
   }
-  // Canonical encoding only: the unused low bits of the last character must be zero.
-  if (bits > 0 && (acc & ((1u << bits) - 1)) != 0) return std::nullopt;
+  if (rest >= 2) {
+    std::int32_t a = sextet(i), b = sextet(i + 1), c = rest == 3 ? sextet(i + 2) : 0;
+    if ((a | b | c) < 0) return std::nullopt;
+    // Canonical encoding only: the unused low bits of the last character must be zero.
+    if (rest == 2 && (b & 0x0f) != 0) return std::nullopt;
+    if (rest == 3 && (c & 0x03) != 0) return std::nullopt;
+    std::uint32_t v = static_cast<std::uint32_t>(a << 18 | b << 12 | c << 6);
+    out[o++] = static_cast<char>(v >> 16);
+    if (rest == 3) out[o++] = static_cast<char>(v >> 8 & 0xff);
+  }
   return out;
 }
 

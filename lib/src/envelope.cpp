@@ -101,6 +101,80 @@ simdjson::error_code raw_span(simdjson::ondemand::value value, std::string_view&
   }
 }
 
+// Where each top-level value of the envelope lies in the body, read off the structural index that
+// simdjson's stage 1 left in the DOM parser (every structural character and the first byte of
+// every scalar, in order). This reuses the parse instead of indexing the body a second time.
+// It relies on simdjson 3.0's `dom::parser::implementation` member (public, documented for
+// benchmarking access); returns false when a key is written with escapes or the index has an
+// unexpected shape, and the caller then falls back to the On-Demand API.
+struct Spans {
+  std::string_view payload, hook, token;
+};
+
+bool find_spans(const simdjson::dom::parser& parser, const char* data, Spans& out) {
+  const auto* impl = parser.implementation.get();
+  if (impl == nullptr) return false;
+  const uint32_t* idx = impl->structural_indexes.get();
+  const uint32_t n = impl->n_structural_indexes;
+  if (n < 2 || data[idx[0]] != '{') return false;
+  uint32_t i = 1;
+  while (i < n && data[idx[i]] != '}') {
+    if (data[idx[i]] == ',') {
+      ++i;
+      continue;
+    }
+    if (i + 2 >= n || data[idx[i + 1]] != ':') return false;
+    std::string_view key = trim_right(std::string_view(data + idx[i], idx[i + 1] - idx[i]));
+    uint32_t v = i + 2;
+    char first = data[idx[v]];
+    std::string_view value;
+    if (first == '{' || first == '[') {
+      int depth = 0;
+      uint32_t j = v;
+      for (; j < n; ++j) {
+        char c = data[idx[j]];
+        if (c == '{' || c == '[') {
+          ++depth;
+        } else if ((c == '}' || c == ']') && --depth == 0) {
+          break;
+        }
+      }
+      if (j >= n) return false;
+      value = std::string_view(data + idx[v], idx[j] + 1 - idx[v]);
+      i = j + 1;
+    } else {
+      if (v + 1 >= n) return false;
+      value = trim_right(std::string_view(data + idx[v], idx[v + 1] - idx[v]));
+      i = v + 1;
+    }
+    if (key == "\"payload\"")
+      out.payload = value;
+    else if (key == "\"hook\"")
+      out.hook = value;
+    else if (key == "\"token\"")
+      out.token = value;
+  }
+  return true;
+}
+
+bool find_spans_on_demand(const char* data, std::size_t len, std::size_t capacity, Spans& out) {
+  thread_local simdjson::ondemand::parser od_parser;
+  simdjson::ondemand::document doc;
+  simdjson::ondemand::object obj;
+  if (od_parser.iterate(data, len, capacity).get(doc) || doc.get_object().get(obj)) return false;
+  for (auto field : obj) {
+    std::string_view key;
+    simdjson::ondemand::value value;
+    if (field.unescaped_key().get(key) || field.value().get(value)) return false;
+    std::string_view* target = key == "payload" ? &out.payload
+                               : key == "hook"  ? &out.hook
+                               : key == "token" ? &out.token
+                                                : nullptr;
+    if (target != nullptr && raw_span(value, *target)) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 Result<Event> EventBuilder::parse(std::string_view body) {
@@ -145,34 +219,24 @@ Result<Event> EventBuilder::parse(std::string_view body) {
   if (!have_timestamp) return envelope_error("timestamp is missing");
   if (!have_payload) return envelope_error("payload is missing");
 
-  // Second pass: byte spans. The body is known to be valid JSON without duplicated keys here.
-  thread_local simdjson::ondemand::parser od_parser;
-  simdjson::ondemand::document doc;
-  simdjson::ondemand::object obj;
-  if (od_parser.iterate(data, len, event.body_.capacity()).get(doc) || doc.get_object().get(obj))
-    return Error{ErrorCode::malformed_body, "body could not be indexed"};
-  for (auto field : obj) {
-    std::string_view key;
-    simdjson::ondemand::value value;
-    if (field.unescaped_key().get(key) || field.value().get(value))
+  // Byte spans of payload, hook and token, from the structural index the DOM parse just built;
+  // the On-Demand pass is the fallback for keys written with escapes.
+  Spans spans;
+  auto complete = [&] {
+    return !spans.payload.empty() && !spans.hook.empty() &&
+           (!event.token_present_ || spans.token.size() >= 2);
+  };
+  if (!find_spans(parser, data, spans) || !complete()) {
+    spans = {};
+    if (!find_spans_on_demand(data, len, event.body_.capacity(), spans) || !complete())
       return Error{ErrorCode::malformed_body, "body could not be indexed"};
-    Event::Span* span = nullptr;
-    if (key == "payload")
-      span = &event.payload_;
-    else if (key == "hook")
-      span = &event.hook_span_;
-    else if (key == "token")
-      span = &event.token_;
-    if (span == nullptr) continue;
-    std::string_view raw;
-    if (raw_span(value, raw)) return Error{ErrorCode::malformed_body, "body could not be indexed"};
-    if (span == &event.token_) {  // the string's contents, without the quotes
-      raw.remove_prefix(1);
-      raw.remove_suffix(1);
-    }
-    span->offset = static_cast<std::size_t>(raw.data() - data);
-    span->size = raw.size();
   }
+  auto to_span = [data](std::string_view v) {
+    return Event::Span{static_cast<std::size_t>(v.data() - data), v.size()};
+  };
+  event.payload_ = to_span(spans.payload);
+  event.hook_span_ = to_span(spans.hook);
+  if (event.token_present_) event.token_ = to_span(spans.token.substr(1, spans.token.size() - 2));
   return event;
 }
 
