@@ -111,10 +111,10 @@ class SinkRunner {
   }
 
   void start() {
-    loop_thread_ = std::thread([this] { loop(); });
-    if (config_.exec_concurrency > 1) {
+    if (concurrent()) {
       for (int i = 0; i < config_.exec_concurrency; ++i) workers_.emplace_back([this] { work(); });
     }
+    loop_thread_ = std::thread([this] { loop(); });
   }
 
   void wake() {
@@ -146,6 +146,8 @@ class SinkRunner {
   }
 
  private:
+  bool concurrent() const noexcept { return config_.exec_concurrency > 1; }
+
   void loop() {
     for (;;) {
       {
@@ -154,7 +156,7 @@ class SinkRunner {
         woken_ = false;
       }
       bool spool_ok = true;
-      const bool more = workers_.empty() ? deliver_inline(spool_ok) : feed_workers(spool_ok);
+      const bool more = concurrent() ? feed_workers(spool_ok) : deliver_inline(spool_ok);
       if (!more) wait_for_work(spool_ok);
     }
   }

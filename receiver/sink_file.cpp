@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -52,9 +53,13 @@ class FileSink final : public Sink {
     outcomes.reserve(batch.size());
     for (const auto& d : batch) outcomes.push_back(append(d.record));
     // One sync for the whole batch: nothing is marked delivered before it is on disk.
-    if (fdatasync(fd_) != 0) {
+    const bool any_written = std::any_of(outcomes.begin(), outcomes.end(),
+                                         [](const DeliveryOutcome& o) { return o.ok; });
+    if (any_written && fdatasync(fd_) != 0) {
       const std::string error = errno_text("fdatasync " + path_);
-      for (auto& o : outcomes) o = {false, error};
+      for (auto& o : outcomes) {
+        if (o.ok) o = {false, error};
+      }
     }
     return outcomes;
   }
