@@ -346,3 +346,82 @@ TEST_SUITE("models") {
     CHECK(event->user.empty());
   }
 }
+
+TEST_SUITE("models") {
+  TEST_CASE("the per-channel message events carry the same message and request") {
+    for (const char* name :
+         {"message.create.channel.chat21", "message.create.request.channel.chat21"}) {
+      CAPTURE(name);
+      auto message = sample(name).message();
+      REQUIRE(message.ok());
+      CHECK(message->sender == kMarco);
+      CHECK(message->channel == "chat21");
+      REQUIRE(message->request.has_value());
+      CHECK(message->request->request_id == kRequestId);
+    }
+  }
+
+  TEST_CASE("project_user.invite and delete give the invited member with a populated e-mail") {
+    auto invite = sample("project_user.invite").project_user();
+    REQUIRE(invite.ok());
+    const auto* user = tdhook::ref_object(invite->id_user);
+    REQUIRE(user != nullptr);
+    CHECK(user->email == "giulia.bianchi@acme-shop.example");
+    CHECK(invite->is_busy == false);
+    auto removed = sample("project_user.delete").project_user();
+    REQUIRE(removed.ok());
+    CHECK(removed->status == "disabled");
+    CHECK(removed->trashed == true);
+    auto agent = sample("project_user.update.agent").project_user();
+    REQUIRE(agent.ok());
+    CHECK(agent->profile_status == "");
+    CHECK(agent->user_available == true);
+    CHECK(tdhook::ref_id(agent->id_user) == kMarco);
+  }
+
+  TEST_CASE("faqbot events give the bot, and its secret only through json") {
+    auto bot = sample("faqbot.create").faq_kb();
+    REQUIRE(bot.ok());
+    CHECK(bot->name == "Returns Assistant");
+    CHECK(bot->type == "tilebot");
+    CHECK(bot->trained == false);
+    CHECK(nlohmann::json::parse(bot->json).contains("secret"));
+    auto deleted = sample("faqbot.delete").faq_kb();
+    REQUIRE(deleted.ok());
+    CHECK(deleted->trashed == true);
+    CHECK(deleted->trashed_at == "2024-03-01T16:45:02.117Z");
+  }
+
+  TEST_CASE("group, department and project change events give their documents") {
+    auto group = sample("group.create").group();
+    REQUIRE(group.ok());
+    CHECK(group->name == "Sales team");
+    CHECK(group->members == std::vector<std::string>{kMarco});
+    CHECK(sample("group.delete").group()->trashed == true);
+    auto department = sample("department.update").department();
+    REQUIRE(department.ok());
+    CHECK(department->routing == "pooled");
+    CHECK(department->online_msg == "A sales specialist will be with you shortly.");
+    CHECK(sample("department.delete").department()->status == -1);
+    auto project = sample("project.create").project();
+    REQUIRE(project.ok());
+    CHECK(project->name == "Acme Shop Support");
+    CHECK(project->id_project == kProject);
+    CHECK(project->is_active_subscription == false);
+    CHECK(nlohmann::json::parse(project->profile)["type"] == "free");
+    auto downgraded = sample("project.downgrade").project();
+    REQUIRE(downgraded.ok());
+    CHECK(downgraded->trial_expired == true);
+    CHECK(downgraded->trial_days_left == -65);
+    CHECK(sample("project.delete").project()->status == 0);
+  }
+
+  TEST_CASE("user.signup gives the user, and the password hash only through json") {
+    auto user = sample("user.signup").user();
+    REQUIRE(user.ok());
+    CHECK(user->email == "luca.verdi@example.org");
+    CHECK(user->firstname == "Luca");
+    CHECK(user->emailverified == false);
+    CHECK(nlohmann::json::parse(user->json).contains("password"));
+  }
+}
