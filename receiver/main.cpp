@@ -1,1 +1,137 @@
-int main() { return 0; }
+// tdhook-receiver: configuration, then the spool, the dispatcher and the HTTP server, until
+// SIGTERM/SIGINT. Signals are taken by a dedicated thread (sigwait), never by async handlers.
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <iostream>
+#include <optional>
+#include <thread>
+
+#include "config.hpp"
+#include "dispatcher.hpp"
+#include "log.hpp"
+#include "metrics.hpp"
+#include "process.hpp"
+#include "reply.hpp"
+#include "server.hpp"
+#include "spool.hpp"
+
+namespace tdhook::receiver {
+namespace {
+
+constexpr int exit_config = 2;
+constexpr int exit_runtime = 1;
+
+Result<std::optional<Verifier>> make_verifier(const Config& config, const Logger& log) {
+  if (config.no_verify) {
+    log.warn(
+        "--no-verify: events are NOT authenticated; anyone who can reach this port can "
+        "inject events (local development only)");
+    return std::optional<Verifier>();
+  }
+  auto options = make_verifier_options(config.keys);
+  if (!options) return std::move(options).error();
+  if (options->secrets.empty() && options->global_keys.empty()) {
+    return Error{ErrorCode::invalid_config,
+                 "no secret configured: give --secret-file FILE or TDHOOK_SECRETS (or "
+                 "--global-key / --global-secret-file); --no-verify is for local development only"};
+  }
+  auto verifier = Verifier::create(std::move(*options));
+  if (!verifier) return std::move(verifier).error();
+  return std::optional<Verifier>(std::move(*verifier));
+}
+
+sigset_t handled_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  return set;
+}
+
+int serve(const Config& config, const Logger& log) {
+  auto verifier = make_verifier(config, log);
+  if (!verifier) {
+    log.error("cannot start", LogFields().add("reason", verifier.error().detail));
+    std::cerr << "tdhook-receiver: " << verifier.error().detail << '\n';
+    return exit_config;
+  }
+  SpoolOptions spool_options;
+  spool_options.data_dir = config.data_dir;
+  spool_options.durability = config.durability;
+  spool_options.dedup_window = config.dedup_window;
+  spool_options.max_pending = config.max_pending;
+  auto spool = Spool::open(spool_options);
+  if (!spool) {
+    log.error("cannot open the spool", LogFields().add("reason", spool.error().detail));
+    return exit_runtime;
+  }
+  Metrics metrics;
+  auto dispatcher = Dispatcher::start(**spool, config.sinks, log, metrics);
+  if (!dispatcher) {
+    log.error("cannot start the sinks", LogFields().add("reason", dispatcher.error().detail));
+    return exit_config;
+  }
+  (*spool)->set_on_commit([d = dispatcher->get()] { d->wake(); });
+  ReplyRunner replies(config.replies, config.reply_timeout, config.pass_env, log);
+  auto server = HttpServer::start(ServerParts{config, *verifier, **spool, replies, metrics, log});
+  if (!server) {
+    log.error("cannot listen", LogFields().add("reason", server.error().detail));
+    (*dispatcher)->stop();
+    return exit_runtime;
+  }
+  const std::string addr =
+      (config.host.find(':') != std::string::npos ? "[" + config.host + "]" : config.host) + ":" +
+      std::to_string((*server)->port());
+  log.info("listening", LogFields()
+                            .add("addr", addr)
+                            .add("port", (*server)->port())
+                            .add("path", config.path)
+                            .add("tls", !config.tls_cert.empty())
+                            .add("sinks", static_cast<std::int64_t>(config.sinks.size()))
+                            .add("verify", verifier->has_value() ? "on" : "off"));
+
+  std::thread signals([&] {
+    const auto set = handled_signals();
+    while (true) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0) continue;
+      if (sig == SIGHUP) {
+        log.info("SIGHUP: reopening file sinks");
+        (*dispatcher)->reopen_files();
+        continue;
+      }
+      log.info("stopping", LogFields().add("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+      (*server)->shutdown();
+      return;
+    }
+  });
+  const bool clean = (*server)->run();
+  if (!clean) {
+    log.error("the HTTP server stopped unexpectedly");
+    pthread_kill(signals.native_handle(), SIGTERM);  // wakes the signal thread's sigwait
+  }
+  signals.join();
+  (*dispatcher)->stop();
+  log.info("stopped", LogFields().add("pending", (*spool)->pending_total()));
+  return clean ? 0 : exit_runtime;
+}
+
+}  // namespace
+}  // namespace tdhook::receiver
+
+int main(int argc, char** argv) {
+  using namespace tdhook::receiver;
+  // Blocked before any thread starts, so that every thread inherits the mask and only the
+  // signal thread's sigwait() takes them.
+  const auto set = handled_signals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  ignore_sigpipe();
+  Config config;
+  const auto outcome = load_config(argc, argv, config, std::cout, std::cerr);
+  if (!outcome.run) return outcome.exit_code;
+  Logger log(config.log_level);
+  return serve(config, log);
+}

@@ -1,0 +1,40 @@
+#pragma once
+// The event record (what every sink receives) and the de-duplication key of an event.
+//
+// The record is one JSON object on one line:
+//   {"id":…,"event":…,"project_id":…,"subscription_id":…,"timestamp":…,"received_at":…,
+//    "verified":…,"hook":{…},"payload":{…}}            (+ "token" only with --keep-token)
+// `hook` and `payload` are spliced from the received bytes rather than re-serialized: it is
+// faster, and a consumer sees exactly what Tiledesk sent (key order, number spelling).
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "tdhook/event.hpp"
+
+namespace tdhook::receiver {
+
+struct RecordOptions {
+  std::string_view delivery_id;
+  std::int64_t received_at_ms = 0;
+  std::string_view verified;  // Verification::describe(), or "none" under --no-verify
+  bool keep_token = false;
+};
+
+std::string build_record(const Event& event, const RecordOptions& options);
+
+// hook._id, timestamp and the SHA-256 of the exact payload bytes: Tiledesk's retries are
+// byte-identical, and two occurrences never share all three.
+std::string dedup_key(const Event& event);
+
+// A random UUID v4 (from the OpenSSL CSPRNG).
+std::string new_delivery_id();
+
+// 2024-02-05T14:21:07.512Z
+std::string format_iso8601_ms(std::int64_t ms_since_epoch);
+
+// Milliseconds since the Unix epoch, from the system clock.
+std::int64_t now_ms() noexcept;
+
+}  // namespace tdhook::receiver
