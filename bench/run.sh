@@ -31,6 +31,6 @@ echo "== verification of the request.create notification ($(wc -c < "$work/body.
 (cd "$work" && node node-verify-bench.js body.json "$secret")
 
 echo "== receivers, keep-alive, 32 connections, ${secs}s each"
-NODE_MODULES="$work/node_modules" bash "$work/peer-run.sh" "$build/receiver" "$secs" post.lua
+NODE_MODULES="$work/node_modules" bash "$shared/bench/peer-run.sh" "$build/receiver" "$secs" post.lua
 echo "== receivers, Connection: close, 32 connections, ${secs}s each"
-NODE_MODULES="$work/node_modules" bash "$work/peer-run.sh" "$build/receiver" "$secs" post-close.lua
+NODE_MODULES="$work/node_modules" bash "$shared/bench/peer-run.sh" "$build/receiver" "$secs" post-close.lua

@@ -208,19 +208,20 @@ class Child {
   Child(const std::vector<std::string>& argv, const std::filesystem::path& out,
         const std::filesystem::path& err)
       : err_(err) {
+    // Everything the child needs is prepared before fork(): only async-signal-safe calls after.
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
     pid_ = ::fork();
-    REQUIRE(pid_ >= 0);
     if (pid_ == 0) {
       const int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
       const int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
       ::dup2(o, 1);
       ::dup2(e, 2);
-      std::vector<char*> args;
-      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
       ::execv(args[0], args.data());
       ::_exit(127);
     }
+    REQUIRE(pid_ > 0);
   }
   ~Child() { stop(); }
   // The port of the {"msg":"listening","addr":"HOST:PORT"} line on stderr, 0 if none came.

@@ -1,5 +1,388 @@
+// GCC 12 at -O2 reports a potential null dereference inside CLI11 2.1's inlined string
+// splitting (a false positive in the library's header, not in this file).
+#pragma GCC diagnostic ignored "-Wnull-dereference"
+
+// `tdhook spool`: list, show, retry and purge what a receiver holds in its spool. Safe on the
+// data directory of a running receiver: ls and show read through a read-only connection (WAL
+// lets them run beside the receiver's writes); retry and purge wait for the write lock.
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
 #include "commands.hpp"
+#include "spool.hpp"
+#include "tdhook/pattern.hpp"
 
 namespace tdhook::tools {
-void setup_spool(CLI::App& app) { app.add_subcommand("spool", "not yet implemented"); }
+namespace {
+
+using receiver::DeliveryInfo;
+using receiver::DeliveryState;
+using receiver::Spool;
+
+constexpr int kNotFound = 1;
+constexpr int kUsage = 2;
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// "2026-11-26T19:45:04.123Z"
+std::string iso_time(std::int64_t ms) {
+  const std::time_t seconds = static_cast<std::time_t>(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  char text[96];
+  const auto millis = static_cast<int>(ms - static_cast<std::int64_t>(seconds) * 1000);
+  std::snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
+  return text;
+}
+
+// A script's error output on one table line: control characters become spaces, long text is cut.
+std::string one_line(std::string_view text, std::size_t max) {
+  std::string out;
+  for (const char c : text) {
+    if (out.size() >= max) {
+      out += "...";
+      break;
+    }
+    out += std::iscntrl(static_cast<unsigned char>(c)) != 0 ? ' ' : c;
+  }
+  return out;
+}
+
+// "30s", "15m", "24h", "7d", "500ms".
+Result<std::int64_t> parse_duration_ms(std::string_view text) {
+  std::size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits])) != 0) {
+    ++digits;
+  }
+  const std::string_view unit = text.substr(digits);
+  const std::int64_t scale = unit == "ms"  ? 1
+                             : unit == "s" ? 1000
+                             : unit == "m" ? 60 * 1000
+                             : unit == "h" ? 3600 * 1000
+                             : unit == "d" ? 24 * 3600 * 1000
+                                           : 0;
+  if (digits == 0 || digits > 9 || scale == 0) {
+    return Error{ErrorCode::invalid_input,
+                 "'" + std::string(text) + "' is not a duration (like 30s, 15m, 24h, 7d)"};
+  }
+  return std::stoll(std::string(text.substr(0, digits))) * scale;
+}
+
+// An ISO 8601 time, UTC unless it says otherwise: 2026-11-26, 2026-11-26T19:45,
+// 2026-11-26T19:45:04Z, 2026-11-26T19:45:04.5+02:00.
+Result<std::int64_t> parse_iso_time(const std::string& text) {
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, consumed = 0;
+  double sec = 0;
+  const auto bad = Error{ErrorCode::invalid_input, "'" + text + "' is not an ISO 8601 time"};
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2d%n", &y, &mo, &d, &consumed) != 3) return bad;
+  std::string_view rest = std::string_view(text).substr(static_cast<std::size_t>(consumed));
+  if (!rest.empty() && (rest[0] == 'T' || rest[0] == ' ')) {
+    const std::string tail(rest.substr(1));
+    int n = 0;
+    if (std::sscanf(tail.c_str(), "%2d:%2d%n", &h, &mi, &n) != 2) return bad;
+    rest = rest.substr(1 + static_cast<std::size_t>(n));
+    if (!rest.empty() && rest[0] == ':') {
+      const std::string secs(rest.substr(1));
+      if (std::sscanf(secs.c_str(), "%lf%n", &sec, &n) != 1 || sec < 0 || sec >= 61) return bad;
+      rest = rest.substr(1 + static_cast<std::size_t>(n));
+    }
+  }
+  std::int64_t offset_min = 0;
+  if (rest == "Z" || rest == "z") {
+    rest = {};
+  } else if (!rest.empty() && (rest[0] == '+' || rest[0] == '-')) {
+    int oh = 0, om = 0;
+    if (std::sscanf(std::string(rest.substr(1)).c_str(), "%2d:%2d", &oh, &om) != 2) return bad;
+    offset_min = (rest[0] == '-' ? -1 : 1) * (oh * 60 + om);
+    rest = {};
+  }
+  if (!rest.empty() || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59) return bad;
+  std::tm tm{};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  const std::int64_t seconds = timegm(&tm);
+  return (seconds - offset_min * 60) * 1000 + static_cast<std::int64_t>(sec * 1000);
+}
+
+// --since: a duration back from now, or an ISO time.
+Result<std::int64_t> parse_since(const std::string& text, std::int64_t now) {
+  if (auto age = parse_duration_ms(text)) return now - *age;
+  return parse_iso_time(text);
+}
+
+DeliveryState parse_state_name(std::string_view name) {
+  if (name == "delivered") return DeliveryState::delivered;
+  if (name == "dead") return DeliveryState::dead;
+  return DeliveryState::pending;
+}
+
+std::string pretty_record(const std::string& record) {
+  auto parsed = nlohmann::json::parse(record, nullptr, false);
+  return parsed.is_discarded() ? record : parsed.dump(2);
+}
+
+// Left-aligned columns separated by two spaces; the last column is not padded.
+class Table {
+ public:
+  explicit Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
+  void add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+  void print(std::ostream& out) const {
+    if (rows_.size() == 1) return;
+    std::vector<std::size_t> width(rows_[0].size(), 0);
+    for (const auto& row : rows_) {
+      for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+    }
+    for (const auto& row : rows_) {
+      std::string line;
+      for (std::size_t i = 0; i < row.size(); ++i) {
+        line += row[i];
+        if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 2, ' ');
+      }
+      while (!line.empty() && line.back() == ' ') line.pop_back();
+      out << line << "\n";
+    }
+  }
+
+ private:
+  std::vector<std::vector<std::string>> rows_;
+};
+
+struct SpoolArgs {
+  std::string data_dir = "./var/tdhook";
+  // ls
+  std::string state, events, sink, since;
+  std::size_t limit = 1000;
+  bool json = false;
+  // show, retry
+  std::string id;
+  bool dead = false;
+  // purge
+  bool delivered = false;
+  std::string older_than;
+};
+
+int fail(int code, const std::string& message) {
+  std::cerr << "tdhook spool: " << message << "\n";
+  return code;
+}
+
+// Writers must find an existing spool: creating an empty one in a mistyped directory would hide
+// the mistake.
+Result<std::unique_ptr<Spool>> open_spool(const SpoolArgs& args, bool write) {
+  receiver::SpoolOptions options;
+  options.data_dir = args.data_dir;
+  options.read_only = !write;
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(options.data_dir / "spool.db", ec)) {
+    return Error{ErrorCode::invalid_config,
+                 "no spool in " + args.data_dir + " (no spool.db; see --data-dir)"};
+  }
+  return Spool::open(options);
+}
+
+nlohmann::json info_json(const DeliveryInfo& d) {
+  return {{"id", d.delivery_id},
+          {"sink", d.sink},
+          {"event", d.event},
+          {"project_id", d.project_id},
+          {"timestamp", d.timestamp_ms},
+          {"received_at", iso_time(d.received_at_ms)},
+          {"state", to_string(d.state)},
+          {"attempts", d.attempts},
+          {"next_attempt_at", d.state == DeliveryState::pending
+                                  ? nlohmann::json(iso_time(d.next_attempt_at_ms))
+                                  : nlohmann::json(nullptr)},
+          {"last_error", d.last_error}};
+}
+
+std::string note(const DeliveryInfo& d) {
+  if (d.state == DeliveryState::pending && d.attempts > 0) {
+    return "next " + iso_time(d.next_attempt_at_ms) + ": " + one_line(d.last_error, 60);
+  }
+  return d.state == DeliveryState::dead ? one_line(d.last_error, 80) : "";
+}
+
+void print_table(const std::vector<DeliveryInfo>& rows) {
+  Table table({"RECEIVED", "ID", "EVENT", "SINK", "STATE", "ATTEMPTS", "NOTE"});
+  for (const auto& d : rows) {
+    table.add({iso_time(d.received_at_ms), d.delivery_id, d.event, d.sink.empty() ? "-" : d.sink,
+               std::string(to_string(d.state)), std::to_string(d.attempts), note(d)});
+  }
+  table.print(std::cout);
+}
+
+int run_ls(const SpoolArgs& args) {
+  receiver::ListFilter filter;
+  filter.limit = args.limit;
+  if (!args.state.empty()) filter.state = parse_state_name(args.state);
+  if (!args.sink.empty()) filter.sink = args.sink;
+  if (!args.events.empty()) {
+    if (auto patterns = PatternSet::parse(args.events); !patterns) {
+      return fail(kUsage, "--event: " + patterns.error().detail);
+    }
+    filter.event_pattern = args.events;
+  }
+  if (!args.since.empty()) {
+    auto since = parse_since(args.since, now_ms());
+    if (!since) return fail(kUsage, "--since: " + since.error().detail);
+    filter.since_ms = *since;
+  }
+  auto spool = open_spool(args, false);
+  if (!spool) return fail(kUsage, spool.error().detail);
+  auto rows = (*spool)->list(filter);
+  if (!rows) return fail(kUsage, rows.error().detail);
+  if (args.json) {
+    for (const auto& d : *rows) std::cout << info_json(d).dump() << "\n";
+  } else {
+    print_table(*rows);
+  }
+  std::cout.flush();
+  return 0;
+}
+
+void print_details(const Spool::Details& details) {
+  std::cout << pretty_record(details.record) << "\n\n";
+  Table deliveries({"SINK", "STATE", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR"});
+  for (const auto& d : details.deliveries) {
+    deliveries.add({d.sink, std::string(to_string(d.state)), std::to_string(d.attempts),
+                    d.state == DeliveryState::pending ? iso_time(d.next_attempt_at_ms) : "-",
+                    one_line(d.last_error, 80)});
+  }
+  if (details.deliveries.empty()) std::cout << "no sink took this event\n";
+  deliveries.print(std::cout);
+  if (details.attempts.empty()) return;
+  std::cout << "\n";
+  Table attempts({"SINK", "ATTEMPT", "STARTED", "DURATION", "RESULT"});
+  for (const auto& [sink, a] : details.attempts) {
+    attempts.add({sink, std::to_string(a.number), iso_time(a.started_at_ms),
+                  std::to_string(a.finished_at_ms - a.started_at_ms) + " ms",
+                  a.ok ? "ok" : one_line(a.error, 80)});
+  }
+  attempts.print(std::cout);
+}
+
+nlohmann::json details_json(const Spool::Details& details) {
+  nlohmann::json out;
+  auto record = nlohmann::json::parse(details.record, nullptr, false);
+  out["record"] = record.is_discarded() ? nlohmann::json(details.record) : record;
+  out["deliveries"] = nlohmann::json::array();
+  for (const auto& d : details.deliveries) out["deliveries"].push_back(info_json(d));
+  out["attempts"] = nlohmann::json::array();
+  for (const auto& [sink, a] : details.attempts) {
+    out["attempts"].push_back({{"sink", sink},
+                               {"number", a.number},
+                               {"started_at", iso_time(a.started_at_ms)},
+                               {"finished_at", iso_time(a.finished_at_ms)},
+                               {"ok", a.ok},
+                               {"error", a.error}});
+  }
+  return out;
+}
+
+int run_show(const SpoolArgs& args) {
+  auto spool = open_spool(args, false);
+  if (!spool) return fail(kUsage, spool.error().detail);
+  auto details = (*spool)->show(args.id);
+  if (!details) {
+    const bool missing = receiver::is_not_found(details.error());
+    return fail(missing ? kNotFound : kUsage, details.error().detail);
+  }
+  if (args.json) {
+    std::cout << details_json(*details).dump(2) << "\n";
+  } else {
+    print_details(*details);
+  }
+  std::cout.flush();
+  return 0;
+}
+
+int run_retry(const SpoolArgs& args) {
+  if (args.id.empty() == !args.dead) return fail(kUsage, "retry: give either an ID or --dead");
+  auto spool = open_spool(args, true);
+  if (!spool) return fail(kUsage, spool.error().detail);
+  std::optional<std::string> id;
+  if (!args.id.empty()) id = args.id;
+  auto n = (*spool)->retry(id, args.dead);
+  if (!n) {
+    const bool missing = receiver::is_not_found(n.error());
+    return fail(missing ? kNotFound : kUsage, n.error().detail);
+  }
+  if (id && *n == 0) return fail(kNotFound, "nothing to retry: " + *id + " was delivered");
+  std::cout << *n << (*n == 1 ? " delivery" : " deliveries")
+            << " back to pending, due now (a running receiver takes them at its next poll)\n";
+  return 0;
+}
+
+int run_purge(const SpoolArgs& args) {
+  if (!args.delivered) return fail(kUsage, "purge: only --delivered events can be purged");
+  auto age = parse_duration_ms(args.older_than);
+  if (!age) return fail(kUsage, "--older-than: " + age.error().detail);
+  auto spool = open_spool(args, true);
+  if (!spool) return fail(kUsage, spool.error().detail);
+  auto n = (*spool)->purge_delivered(now_ms() - *age);
+  if (!n) return fail(kUsage, n.error().detail);
+  std::cout << "purged " << *n << (*n == 1 ? " event" : " events") << "\n";
+  return 0;
+}
+
+void on_run(CLI::App* cmd, std::shared_ptr<SpoolArgs> args, int (*run)(const SpoolArgs&)) {
+  cmd->callback([args, run] {
+    if (const int code = run(*args); code != 0) throw CLI::RuntimeError(code);
+  });
+}
+
+}  // namespace
+
+void setup_spool(CLI::App& app) {
+  auto args = std::make_shared<SpoolArgs>();
+  auto* spool = app.add_subcommand("spool", "Inspect and replay what a receiver holds");
+  spool->require_subcommand(1);
+  // Options of `spool` are accepted after its subcommand too: `tdhook spool ls --data-dir X`.
+  spool->fallthrough();
+  spool->add_option("--data-dir", args->data_dir, "The receiver's data directory")
+      ->capture_default_str();
+
+  auto* ls = spool->add_subcommand("ls", "List deliveries, oldest first");
+  ls->add_option("--state", args->state, "pending, delivered or dead")
+      ->check(CLI::IsMember({"pending", "delivered", "dead"}));
+  ls->add_option("--event", args->events, "Event patterns, comma-separated (request.*, ...)");
+  ls->add_option("--sink", args->sink, "Only this sink");
+  ls->add_option("--since", args->since, "Received since: a duration back (15m, 24h) or ISO time");
+  ls->add_option("--limit", args->limit, "At most this many rows (0 = all)")->capture_default_str();
+  ls->add_flag("--json", args->json, "NDJSON, one delivery per line");
+  on_run(ls, args, run_ls);
+
+  auto* show = spool->add_subcommand("show", "An event's record, deliveries and attempts");
+  show->add_option("ID", args->id, "Delivery id")->required();
+  show->add_flag("--json", args->json, "One JSON object");
+  on_run(show, args, run_show);
+
+  auto* retry = spool->add_subcommand("retry", "Deliver again: one event, or every dead one");
+  retry->add_option("ID", args->id, "Delivery id (its undelivered sinks become due now)");
+  retry->add_flag("--dead", args->dead, "Every dead delivery");
+  on_run(retry, args, run_retry);
+
+  auto* purge = spool->add_subcommand("purge", "Remove old delivered events");
+  purge->add_flag("--delivered", args->delivered, "Delivered events (required)")->required();
+  purge->add_option("--older-than", args->older_than, "Age: 30s, 15m, 24h, 7d")->required();
+  on_run(purge, args, run_purge);
+}
+
 }  // namespace tdhook::tools
