@@ -39,7 +39,7 @@ std::string random_hex(std::size_t digits) {
 // Like a MongoDB ObjectId: 4 bytes of seconds, 5 random bytes, a 3-byte counter.
 std::string object_id() {
   static std::atomic<std::uint32_t> counter{static_cast<std::uint32_t>(std::random_device{}())};
-  char buf[32];
+  char buf[64];
   std::snprintf(buf, sizeof buf, "%08llx%s%06x",
                 static_cast<unsigned long long>(now_ms() / 1000) & 0xffffffffULL,
                 random_hex(10).c_str(), counter.fetch_add(1) & 0xffffffU);
@@ -58,7 +58,7 @@ std::string iso_time(std::int64_t ms) {
   const std::time_t secs = static_cast<std::time_t>(ms / 1000);
   std::tm tm{};
   gmtime_r(&secs, &tm);
-  char buf[40];
+  char buf[96];
   std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                 static_cast<int>(ms % 1000));
