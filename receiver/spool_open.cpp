@@ -1,4 +1,5 @@
 // Opening the spool: identity and integrity checks, schema creation, prepared statements.
+#include <algorithm>
 #include <system_error>
 
 #include "spool_impl.hpp"
@@ -80,7 +81,8 @@ Status integrity(Connection& db, const std::filesystem::path& path) {
   std::string problems;
   int rc = SQLITE_ROW;
   while ((rc = q.step()) == SQLITE_ROW) {
-    const std::string line = q.text(0);
+    std::string line = q.text(0);
+    std::replace(line.begin(), line.end(), '\n', ' ');  // one error line, for logs
     if (line != "ok") problems += (problems.empty() ? "" : "; ") + line;
   }
   if (rc != SQLITE_DONE) {

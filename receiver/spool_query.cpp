@@ -8,14 +8,14 @@ namespace {
 using detail::Query;
 using detail::SqlFailure;
 
-constexpr std::string_view kNotFound = "not found: ";
+// The start of every not-found detail; is_not_found() recognises it.
+constexpr std::string_view kNotFound = "no event with delivery id ";
 constexpr std::int64_t kPurgeChunk = 500;  // = the LIMIT of purge_select
 
 Error read_only_error() { return Error{ErrorCode::invalid_input, "spool opened read-only"}; }
 
 Error not_found(const std::string& delivery_id) {
-  return Error{ErrorCode::invalid_input,
-               std::string(kNotFound) + "no event with delivery id '" + delivery_id + "'"};
+  return Error{ErrorCode::invalid_input, std::string(kNotFound) + "'" + delivery_id + "'"};
 }
 
 // Several queries that must see one state of the database (show(): an event purged between

@@ -5,10 +5,12 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <atomic>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "spool.hpp"
@@ -259,5 +261,32 @@ TEST_SUITE("spool") {
     auto garbage = tool(f.dir, {"--data-dir", (f.dir / "bad").string(), "ls"});
     CHECK(garbage.code == 2);
     CHECK(garbage.err.find("not a database") != std::string::npos);
+  }
+
+  TEST_CASE("tdhook spool retry and purge wait for a busy receiver instead of failing") {
+    Filled f;
+    std::atomic<bool> stop{false};
+    std::atomic<int> stored{0}, failed{0};
+    // A receiver taking events the whole time the tool writes.
+    std::thread receiver([&] {
+      for (int i = 0; !stop; ++i) {
+        const auto r = f.spool->put(event("live" + std::to_string(i), "lead.create", f.now, {"x"}));
+        (r.outcome == PutOutcome::stored ? stored : failed).fetch_add(1);
+      }
+    });
+    auto retry = tool(f.dir, {"--data-dir", f.data_dir, "retry", "--dead"});
+    auto purge =
+        tool(f.dir, {"--data-dir", f.data_dir, "purge", "--delivered", "--older-than", "1d"});
+    auto ls = tool(f.dir, {"--data-dir", f.data_dir, "ls", "--json", "--limit", "0"});
+    stop = true;
+    receiver.join();
+    CHECK_MESSAGE(retry.code == 0, retry.err);
+    CHECK_MESSAGE(purge.code == 0, purge.err);
+    CHECK_MESSAGE(ls.code == 0, ls.err);
+    CHECK(purge.out == "purged 1 event\n");
+    CHECK(failed == 0);
+    CHECK(stored > 0);
+    CHECK(f.spool->counts(std::string("x"))->pending == stored);
+    CHECK(f.spool->pending_total() == stored + 3);  // + lead(file), req, msg
   }
 }

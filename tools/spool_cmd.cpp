@@ -28,6 +28,9 @@ using receiver::DeliveryInfo;
 using receiver::DeliveryState;
 using receiver::Spool;
 
+// Keeps the record's own key order (and ours) in what we print.
+using Json = nlohmann::ordered_json;
+
 constexpr int kNotFound = 1;
 constexpr int kUsage = 2;
 
@@ -134,7 +137,7 @@ DeliveryState parse_state_name(std::string_view name) {
 }
 
 std::string pretty_record(const std::string& record) {
-  auto parsed = nlohmann::json::parse(record, nullptr, false);
+  auto parsed = Json::parse(record, nullptr, false);
   return parsed.is_discarded() ? record : parsed.dump(2);
 }
 
@@ -197,19 +200,19 @@ Result<std::unique_ptr<Spool>> open_spool(const SpoolArgs& args, bool write) {
   return Spool::open(options);
 }
 
-nlohmann::json info_json(const DeliveryInfo& d) {
-  return {{"id", d.delivery_id},
-          {"sink", d.sink},
-          {"event", d.event},
-          {"project_id", d.project_id},
-          {"timestamp", d.timestamp_ms},
-          {"received_at", iso_time(d.received_at_ms)},
-          {"state", to_string(d.state)},
-          {"attempts", d.attempts},
-          {"next_attempt_at", d.state == DeliveryState::pending
-                                  ? nlohmann::json(iso_time(d.next_attempt_at_ms))
-                                  : nlohmann::json(nullptr)},
-          {"last_error", d.last_error}};
+Json info_json(const DeliveryInfo& d) {
+  return {
+      {"id", d.delivery_id},
+      {"sink", d.sink},
+      {"event", d.event},
+      {"project_id", d.project_id},
+      {"timestamp", d.timestamp_ms},
+      {"received_at", iso_time(d.received_at_ms)},
+      {"state", to_string(d.state)},
+      {"attempts", d.attempts},
+      {"next_attempt_at",
+       d.state == DeliveryState::pending ? Json(iso_time(d.next_attempt_at_ms)) : Json(nullptr)},
+      {"last_error", d.last_error}};
 }
 
 std::string note(const DeliveryInfo& d) {
@@ -278,13 +281,13 @@ void print_details(const Spool::Details& details) {
   attempts.print(std::cout);
 }
 
-nlohmann::json details_json(const Spool::Details& details) {
-  nlohmann::json out;
-  auto record = nlohmann::json::parse(details.record, nullptr, false);
-  out["record"] = record.is_discarded() ? nlohmann::json(details.record) : record;
-  out["deliveries"] = nlohmann::json::array();
+Json details_json(const Spool::Details& details) {
+  Json out;
+  auto record = Json::parse(details.record, nullptr, false);
+  out["record"] = record.is_discarded() ? Json(details.record) : record;
+  out["deliveries"] = Json::array();
   for (const auto& d : details.deliveries) out["deliveries"].push_back(info_json(d));
-  out["attempts"] = nlohmann::json::array();
+  out["attempts"] = Json::array();
   for (const auto& [sink, a] : details.attempts) {
     out["attempts"].push_back({{"sink", sink},
                                {"number", a.number},
