@@ -284,6 +284,8 @@ void setup_sim(CLI::App& app) {
 
   auto fire_config = std::make_shared<FireConfig>();
   auto* fire_cmd = sim->add_subcommand("fire", "fire an event on a running simulator");
+  fire_cmd->footer(
+      "The simulator answers with one entry per delivery (attempts, statuses, timing).");
   fire_cmd->add_option("--to", fire_config->to, "the simulator's URL")->capture_default_str();
   fire_cmd->add_option("--project", fire_config->project, "the project id")->required();
   fire_cmd->add_option("--event", fire_config->event, "the event name (default: the sample's)");
