@@ -21,6 +21,7 @@ using httplib::Response;
 using SteadyClock = std::chrono::steady_clock;
 
 constexpr int listen_backlog = 4096;
+constexpr std::chrono::milliseconds accept_grace{200};
 constexpr std::size_t keep_alive_max_count = 1000;
 constexpr std::string_view json_type = "application/json";
 
@@ -386,6 +387,9 @@ void HttpServer::shutdown() {
   if (impl.drainable != nullptr) impl.drainable->begin_drain();
   if (impl.run_state.load() == 0) return;  // run() will see stop_requested and not listen
   while (impl.run_state.load() == 1 && !impl.server->is_running()) std::this_thread::yield();
+  // Requests already on their way (a client between connect() and its first write, a burst
+  // in the backlog) are still served for a moment, each answered with Connection: close.
+  std::this_thread::sleep_for(accept_grace);
   // Connections the kernel has already accepted are taken by httplib's accept loop and then
   // served; closing the socket while some wait in the backlog would reset them.
   const auto deadline = SteadyClock::now() + std::chrono::seconds(2);
