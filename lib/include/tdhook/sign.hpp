@@ -30,8 +30,10 @@ Result<std::string> to_js_json(std::string_view json);
 
 // The JWT for `hook_json` (a JSON object, the hook as sent), issued at `iat_seconds`.
 // aud is https://tiledesk.com/subscriptions/<hook._id>, or https://tiledesk.com when `global`.
-// invalid_input for a hook that is not an object, lacks a string _id, or already has
-// iat/aud/iss/sub (as jsonwebtoken refuses); invalid_config for an unusable key.
+// invalid_input for a hook that is not an object, lacks a string _id, has a __proto__ member,
+// already has aud/iss/sub, or has a non-numeric iat/exp/nbf (as jsonwebtoken refuses); a numeric
+// iat is kept in place as jsonwebtoken does (0 is replaced by iat_seconds). invalid_config for
+// an unusable key.
 Result<std::string> sign_token(std::string_view hook_json, std::int64_t iat_seconds,
                                const SigningKey& key, bool global = false);
 
