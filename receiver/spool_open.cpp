@@ -117,11 +117,27 @@ Status identify(Connection& db, const std::filesystem::path& path, bool& fresh) 
   return Ok{};
 }
 
-Status configure(Connection& db, const SpoolOptions& options, const std::filesystem::path& path) {
+// SQLite answers with the mode in force, which stays the old one where WAL is impossible (some
+// network file systems): the spool's concurrency with `tdhook spool` relies on WAL.
+Status enable_wal(Connection& db, const std::filesystem::path& path) {
   SqlFailure failure;
-  if (!db.exec("PRAGMA journal_mode=WAL", failure)) {
+  detail::Statement wal;
+  if (!db.prepare("PRAGMA journal_mode=WAL", wal, failure)) {
     return open_error(path, "cannot switch to WAL mode: " + detail::describe(failure));
   }
+  detail::Query q(wal);
+  if (const int rc = q.step(); rc != SQLITE_ROW) {
+    return open_error(path, "cannot switch to WAL mode: " + detail::describe(db.last_failure(rc)));
+  }
+  if (q.text(0) != "wal") {
+    return open_error(path, "cannot use WAL mode here (journal mode stays " + q.text(0) + ")");
+  }
+  return Ok{};
+}
+
+Status configure(Connection& db, const SpoolOptions& options, const std::filesystem::path& path) {
+  if (auto s = enable_wal(db, path); !s) return s;
+  SqlFailure failure;
   const char* sync = options.durability == Durability::power ? "PRAGMA synchronous=FULL"
                                                              : "PRAGMA synchronous=NORMAL";
   // A large write burst must not leave a WAL file of that size behind for ever.
