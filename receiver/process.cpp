@@ -230,7 +230,13 @@ struct Child {
       if (output_fd.valid()) fds[count++] = {output_fd.get(), POLLIN, 0};
       if (pid_fd.valid()) fds[count++] = {pid_fd.get(), POLLIN, 0};
       const int n = ::poll(fds.data(), count, poll_timeout_ms(now));
-      if (n < 0 && errno != EINTR) return;  // cannot happen with valid fds; reap and report
+      if (n < 0 && errno != EINTR) {
+        // Only ENOMEM is possible here: without poll() the deadline cannot be kept, so end the
+        // group now rather than block in waitpid() on a script that may never exit.
+        kill(-result.pid, SIGKILL);
+        kill_sent = true;
+        return;
+      }
       for (nfds_t i = 0; n > 0 && i < count; ++i) {
         if (fds[i].revents == 0) continue;
         if (fds[i].fd == stdin_fd.get()) write_input();
