@@ -224,7 +224,7 @@ TEST_SUITE("delivery") {
               "\r\n"
               "authorization: Basic dXNlcjpwQHNz\r\n"
               "accept: application/json\r\n"
-              "content-length: 37\r\n"
+              "content-length: 36\r\n"  // bytes, not characters
               "Connection: close\r\n"
               "\r\n"
               "{\"timestamp\":1,\"payload\":{\"t\":\"é\"}}");
