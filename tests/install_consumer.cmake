@@ -18,9 +18,9 @@ run(${CMAKE_COMMAND} --build "${WORK_DIR}/build")
 file(WRITE "${WORK_DIR}/secret" "0b5e3f0e-1111-4222-8333-444455556666\n")
 run("${BINARY_DIR}/tools/tdhook" sign --sample lead.create --secret-file "${WORK_DIR}/secret")
 file(WRITE "${WORK_DIR}/body.json" "${last_output}")
-execute_process(COMMAND "${WORK_DIR}/build/consumer" INPUT_FILE "${WORK_DIR}/body.json"
-  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err
-  ENVIRONMENT_MODIFICATION TDHOOK_SECRET=set:0b5e3f0e-1111-4222-8333-444455556666)
+execute_process(COMMAND ${CMAKE_COMMAND} -E env TDHOOK_SECRET=0b5e3f0e-1111-4222-8333-444455556666
+  "${WORK_DIR}/build/consumer" INPUT_FILE "${WORK_DIR}/body.json"
+  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(NOT rc EQUAL 0 OR NOT out MATCHES "lead.create ada.lovelace@example.org")
   message(FATAL_ERROR "consumer failed (${rc}): ${out} ${err}")
 endif()
