@@ -111,50 +111,78 @@ struct Spans {
   std::string_view payload, hook, token;
 };
 
+// The member key before value start `v` (structurals: key, ':', value), without whitespace.
+std::string_view key_before(const char* data, const uint32_t* idx, uint32_t v) {
+  return trim_right(std::string_view(data + idx[v - 2], idx[v - 1] - idx[v - 2]));
+}
+
+void assign_span(std::string_view key, std::string_view value, Spans& out) {
+  if (key == "\"payload\"")
+    out.payload = value;
+  else if (key == "\"hook\"")
+    out.hook = value;
+  else if (key == "\"token\"")
+    out.token = value;
+}
+
 bool find_spans(const simdjson::dom::parser& parser, const char* data, Spans& out) {
   const auto* impl = parser.implementation.get();
   if (impl == nullptr) return false;
   const uint32_t* idx = impl->structural_indexes.get();
   const uint32_t n = impl->n_structural_indexes;
-  if (n < 2 || data[idx[0]] != '{') return false;
-  uint32_t i = 1;
-  while (i < n && data[idx[i]] != '}') {
-    if (data[idx[i]] == ',') {
-      ++i;
-      continue;
-    }
-    if (i + 2 >= n || data[idx[i + 1]] != ':') return false;
-    std::string_view key = trim_right(std::string_view(data + idx[i], idx[i + 1] - idx[i]));
+  if (n < 2 || data[idx[0]] != '{' || data[idx[n - 1]] != '}') return false;
+  // Forward over the members before `payload`, backward over those after it: the payload, the
+  // bulk of every notification, is never walked through.
+  uint32_t i = 1, payload_start = 0;
+  while (i + 2 < n && data[idx[i]] != '}') {
+    if (data[idx[i + 1]] != ':') return false;
     uint32_t v = i + 2;
-    char first = data[idx[v]];
-    std::string_view value;
-    if (first == '{' || first == '[') {
-      int depth = 0;
-      uint32_t j = v;
-      for (; j < n; ++j) {
-        char c = data[idx[j]];
-        if (c == '{' || c == '[') {
-          ++depth;
-        } else if ((c == '}' || c == ']') && --depth == 0) {
-          break;
-        }
-      }
-      if (j >= n) return false;
-      value = std::string_view(data + idx[v], idx[j] + 1 - idx[v]);
-      i = j + 1;
-    } else {
-      if (v + 1 >= n) return false;
-      value = trim_right(std::string_view(data + idx[v], idx[v + 1] - idx[v]));
-      i = v + 1;
+    std::string_view key = key_before(data, idx, v);
+    if (key == "\"payload\"") {
+      payload_start = v;
+      break;
     }
-    if (key == "\"payload\"")
-      out.payload = value;
-    else if (key == "\"hook\"")
-      out.hook = value;
-    else if (key == "\"token\"")
-      out.token = value;
+    uint32_t end = v;
+    if (data[idx[v]] == '{' || data[idx[v]] == '[') {
+      for (int depth = 0; end < n; ++end) {
+        char c = data[idx[end]];
+        if (c == '{' || c == '[')
+          ++depth;
+        else if ((c == '}' || c == ']') && --depth == 0)
+          break;
+      }
+      if (end >= n) return false;
+      assign_span(key, std::string_view(data + idx[v], idx[end] + 1 - idx[v]), out);
+    } else {
+      assign_span(key, trim_right(std::string_view(data + idx[v], idx[v + 1] - idx[v])), out);
+    }
+    i = end + 1;
+    if (i < n && data[idx[i]] == ',') ++i;
   }
-  return true;
+  if (payload_start == 0) return true;  // no payload: the caller reports what is missing
+  uint32_t j = n - 2;                   // the last member's value ends here
+  while (true) {
+    uint32_t begin = j;
+    std::string_view value;
+    if (data[idx[j]] == '}' || data[idx[j]] == ']') {
+      for (int depth = 0;; --begin) {
+        char c = data[idx[begin]];
+        if (c == '}' || c == ']')
+          ++depth;
+        else if ((c == '{' || c == '[') && --depth == 0)
+          break;
+        if (begin == 0) return false;
+      }
+      value = std::string_view(data + idx[begin], idx[j] + 1 - idx[begin]);
+    } else {
+      value = trim_right(std::string_view(data + idx[j], idx[j + 1] - idx[j]));
+    }
+    if (begin < 3 || data[idx[begin - 1]] != ':') return false;
+    assign_span(key_before(data, idx, begin), value, out);
+    if (begin == payload_start) return true;
+    if (begin <= payload_start || data[idx[begin - 3]] != ',') return false;
+    j = begin - 4;
+  }
 }
 
 bool find_spans_on_demand(const char* data, std::size_t len, std::size_t capacity, Spans& out) {
