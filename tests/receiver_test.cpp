@@ -136,7 +136,12 @@ TEST_SUITE("receiver") {
     // A marker event: once it is in the sinks, nothing refused before it can be there.
     const auto marker = sign_sample("request.create", receiver_secret, epoch_ms());
     expect(post_event(client, "/", marker, receiver_secret), 200);
-    REQUIRE(poll_until([&] { return count_lines_in(out_file) >= 1 && rx.stdout_lines() >= 1; }));
+    REQUIRE(poll_until([&] {
+      const auto has = [](const std::string& text) {
+        return text.find("\"event\":\"request.create\"") != std::string::npos;
+      };
+      return has(read_if_exists(out_file)) && has(rx.stdout_text());
+    }));
     const auto in_file = parse_ndjson(read_file(out_file));
     for (const auto& records : {in_file, parse_ndjson(rx.stdout_text())}) {
       bool has_marker = false;

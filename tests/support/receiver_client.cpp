@@ -120,6 +120,11 @@ std::size_t count_lines_in(const std::filesystem::path& file) {
       std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n'));
 }
 
+std::string read_if_exists(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
 std::vector<std::string> receiver_args(const TempDir& dir) {
   write_file(dir / "secret", std::string(receiver_secret) + "\n");
   return {"--listen",      "127.0.0.1:0",

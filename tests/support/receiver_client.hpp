@@ -47,6 +47,7 @@ RawResponse raw_exchange(int port, const std::string& request,
 
 std::vector<nlohmann::json> parse_ndjson(const std::string& text);
 std::size_t count_lines_in(const std::filesystem::path& file);  // 0 if missing
+std::string read_if_exists(const std::filesystem::path& file);  // "" if missing
 
 // The usual receiver arguments: loopback port 0, data dir and secret file in `dir`.
 std::vector<std::string> receiver_args(const TempDir& dir);
