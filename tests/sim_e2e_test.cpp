@@ -28,9 +28,9 @@ std::map<std::string, std::string> sample_events() {
   return out;
 }
 
-std::size_t files_in(const fs::path& dir) {
+std::size_t records_in(const fs::path& dir) {
   std::size_t n = 0;
-  for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir)) ++n;
+  for (const auto& e : fs::directory_iterator(dir)) n += e.path().extension() == ".json" ? 1 : 0;
   return n;
 }
 
@@ -69,8 +69,11 @@ TEST_SUITE("sim.e2e") {
     }
     write_file(dir / "secrets", secrets);
     fs::create_directories(dir / "out");
-    const std::string sink =
-        "exec:cat > '" + (dir / "out").string() + "'/\"$TDHOOK_DELIVERY_ID\".json";
+    // Written aside, then renamed: a file in out/ is always a whole record.
+    const std::string out = (dir / "out").string();
+    const std::string sink = "exec:cat > '" + out + "'/.\"$TDHOOK_DELIVERY_ID\" && mv '" + out +
+                             "'/.\"$TDHOOK_DELIVERY_ID\" '" + out +
+                             "'/\"$TDHOOK_DELIVERY_ID\".json";
     Child receiver(
         {TDHOOK_RECEIVER_BIN, "--listen", "127.0.0.1:0", "--secret-file",
          (dir / "secrets").string(), "--data-dir", (dir / "spool").string(), "--sink", sink},
@@ -95,10 +98,11 @@ TEST_SUITE("sim.e2e") {
       REQUIRE(report["deliveries"].size() == 1);
       CHECK(report["deliveries"][0]["final_status"] == 200);
     }
-    REQUIRE_MESSAGE(eventually([&] { return files_in(dir / "out") == samples.size(); }),
+    REQUIRE_MESSAGE(eventually([&] { return records_in(dir / "out") == samples.size(); }),
                     read_file(dir / "receiver.err"));
     std::multiset<std::string> delivered;
     for (const auto& e : fs::directory_iterator(dir / "out")) {
+      if (e.path().extension() != ".json") continue;
       const Json record = Json::parse(read_file(e.path()));
       CHECK(record["verified"] == "secret+HS256");
       CHECK(record["project_id"] == project_a);
