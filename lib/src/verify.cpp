@@ -44,14 +44,19 @@ struct Claims {
   bool aud_is_string = false;
 };
 
-// Reads the claims the verifier checks; the JSON must be an object without duplicated keys.
-std::optional<Claims> read_claims(std::string& json) {
+// Parses a decoded JWS part: a JSON object without duplicated keys. The object lives in the
+// thread's parser until its next parse.
+bool parse_object(std::string& json, simdjson::dom::object& obj) {
   json.reserve(json.size() + simdjson::SIMDJSON_PADDING);
   simdjson::dom::element root;
+  return !detail::thread_dom_parser().parse(json.data(), json.size(), false).get(root) &&
+         !root.get_object().get(obj) && !detail::has_duplicate_key(obj);
+}
+
+// Reads the claims the verifier checks; the JSON must be an object without duplicated keys.
+std::optional<Claims> read_claims(std::string& json) {
   simdjson::dom::object obj;
-  if (detail::thread_dom_parser().parse(json.data(), json.size(), false).get(root) ||
-      root.get_object().get(obj) || detail::has_duplicate_key(obj))
-    return std::nullopt;
+  if (!parse_object(json, obj)) return std::nullopt;
   Claims c;
   auto str = [](simdjson::dom::element v, std::string& out) {
     std::string_view s;
@@ -84,12 +89,8 @@ std::optional<Claims> read_claims(std::string& json) {
 // `crit` names extensions we do not implement, so a header carrying it is refused (RFC
 // 7515 4.1.11).
 std::optional<std::string> read_alg(std::string& json) {
-  json.reserve(json.size() + simdjson::SIMDJSON_PADDING);
-  simdjson::dom::element root;
   simdjson::dom::object obj;
-  if (detail::thread_dom_parser().parse(json.data(), json.size(), false).get(root) ||
-      root.get_object().get(obj) || detail::has_duplicate_key(obj))
-    return std::nullopt;
+  if (!parse_object(json, obj)) return std::nullopt;
   std::optional<std::string> alg;
   for (auto field : obj) {
     if (field.key == "crit") return std::nullopt;
