@@ -321,6 +321,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const ServerParts& parts) 
   const auto threads = config.threads;
   server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   server.set_keep_alive_max_count(keep_alive_max_count);
+  server.set_tcp_nodelay(true);
   server.set_keep_alive_timeout(5);
   set_timeouts(server, config.read_timeout.count(), config.write_timeout.count());
   server.set_payload_max_length(static_cast<std::size_t>(config.max_body));

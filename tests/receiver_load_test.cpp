@@ -42,6 +42,7 @@ TEST_SUITE("receiver") {
     args.insert(args.end(), {"--sink", "file:" + out_file.string()});
     auto rx = std::make_unique<ReceiverProcess>(args);
     REQUIRE(rx->wait_listening());
+    const auto started = SteadyClock::now();
 
     constexpr int total = 2000;
     const auto bodies = lead_bodies(total, "kill9");
@@ -56,6 +57,7 @@ TEST_SUITE("receiver") {
             used_port = port.load();
             client = std::make_unique<httplib::Client>("127.0.0.1", used_port);
             client->set_keep_alive(true);
+            client->set_tcp_nodelay(true);  // as Node's http client does
           }
           const auto res =
               post_event(*client, "/", bodies[static_cast<std::size_t>(i)], receiver_secret);
@@ -77,14 +79,23 @@ TEST_SUITE("receiver") {
     rx->signal(SIGKILL);
     CHECK(rx->wait_exit() == 128 + SIGKILL);
     const int acked_before_kill = acked.load();
+    MESSAGE("killed " << std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() -
+                                                                               started)
+                             .count()
+                      << " ms after the start");
     rx = std::make_unique<ReceiverProcess>(args);
     REQUIRE(rx->wait_listening());
     port = rx->port();
     restarted = true;
     for (auto& t : clients) t.join();
     REQUIRE(acked.load() == total);
+    const auto all_acked = SteadyClock::now();
 
-    REQUIRE(poll_until([&] { return count_lines_in(out_file) >= total; }, 60s));
+    REQUIRE(poll_until([&] { return count_lines_in(out_file) >= total; }, 120s));
+    MESSAGE("all delivered " << std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    SteadyClock::now() - all_acked)
+                                    .count()
+                             << " ms after the last acknowledgement");
     std::map<std::string, int> seen;
     for (const auto& record : parse_ndjson(read_file(out_file))) {
       ++seen[record.at("payload").at("_id").get<std::string>()];
@@ -113,6 +124,7 @@ TEST_SUITE("receiver") {
     auto client_loop = [&](bool keep_alive) {
       httplib::Client client("127.0.0.1", rx.port());
       client.set_keep_alive(keep_alive);
+      client.set_tcp_nodelay(true);
       while (true) {
         const auto i = static_cast<std::size_t>(next++);
         if (i >= bodies.size()) return;
