@@ -125,7 +125,8 @@ class Spool {
   Status mark_failed(const Delivery& d, const Attempt& attempt, std::int64_t next_attempt_at_ms,
                      bool dead);
 
-  // Dead (or, with `include_pending`, any undelivered) deliveries back to pending, due now.
+  // Undelivered deliveries of `delivery_id` (dead or waiting) and/or every dead delivery
+  // (`all_dead`) back to pending, due now; attempts are kept.
   Result<std::int64_t> retry(const std::optional<std::string>& delivery_id, bool all_dead);
   // Removes delivered events older than `older_than_ms` (all sinks delivered) and dedup keys
   // older than the window. Returns the number of events removed.
