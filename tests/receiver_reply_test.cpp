@@ -94,7 +94,8 @@ TEST_SUITE("receiver") {
     CHECK(answer.status == 200);
     CHECK(answer.body == "{}");
     CHECK(answer.elapsed < 700ms + 3s);
-    CHECK(rx.stderr_text().find("reply failed") != std::string::npos);
+    // The reason is logged by the receiver's thread around the time it answers: wait for it.
+    CHECK(poll_until([&] { return rx.stderr_text().find("reply failed") != std::string::npos; }));
     if (script == "hangs.sh") {
       CHECK(answer.elapsed >= 650ms);
       const auto pid = std::stoi(read_file(dir / "pid"));

@@ -139,6 +139,9 @@ std::optional<int> ReceiverProcess::wait_exit(std::chrono::milliseconds timeout)
       timeout);
   if (!done) return std::nullopt;
   exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  // Everything it wrote is read once both pipes are closed: then stderr_text() is complete.
+  std::unique_lock lock(mu_);
+  changed_.wait_for(lock, std::chrono::seconds(5), [&] { return out_closed_ && err_closed_; });
   return exit_code_;
 }
 
