@@ -16,6 +16,7 @@
 
 #include "commands.hpp"
 #include "key_options.hpp"
+#include "record.hpp"
 #include "samples.hpp"
 
 namespace tdhook::tools {
@@ -54,16 +55,7 @@ std::string uuid_v4() {
          hex.substr(16, 4) + "-" + hex.substr(20);
 }
 
-std::string iso_time(std::int64_t ms) {
-  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>(ms % 1000));
-  return buf;
-}
+std::string iso_time(std::int64_t ms) { return receiver::format_iso8601_ms(ms); }
 
 Result<std::string> read_text(const std::string& path, std::string_view what) {
   std::ifstream in(path, std::ios::binary);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "record.hpp"
 #include "spool.hpp"
 #include "tdhook/pattern.hpp"
 
@@ -41,16 +42,7 @@ std::int64_t now_ms() {
 }
 
 // "2026-11-26T19:45:04.123Z"
-std::string iso_time(std::int64_t ms) {
-  const std::time_t seconds = static_cast<std::time_t>(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  char text[96];
-  const auto millis = static_cast<int>(ms - static_cast<std::int64_t>(seconds) * 1000);
-  std::snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
-  return text;
-}
+std::string iso_time(std::int64_t ms) { return receiver::format_iso8601_ms(ms); }
 
 // A script's error output on one table line: control characters become spaces, long text is cut.
 std::string one_line(std::string_view text, std::size_t max) {
