@@ -246,11 +246,8 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path) {
 
 Store::~Store() { sqlite3_close(db_); }
 
-Result<InsertOutcome> Store::insert(const Subscription& sub) {
-  std::lock_guard lock(mutex_);
-  Stmt s(db_, std::string("INSERT INTO subscriptions(") + subscription_columns +
-                  ") VALUES(?,?,?,?,?,?,?,?,?,?)");
-  if (!s.ok()) return db_error(db_, "insert");
+// Binds a subscription's fields in the order of `subscription_columns`.
+static void bind_subscription(Stmt& s, const Subscription& sub) {
   s.bind(1, sub.id);
   s.bind(2, sub.event);
   s.bind(3, sub.target);
@@ -261,6 +258,14 @@ Result<InsertOutcome> Store::insert(const Subscription& sub) {
   s.bind(8, sub.created_at);
   s.bind(9, sub.updated_at);
   s.bind(10, sub.version);
+}
+
+Result<InsertOutcome> Store::insert(const Subscription& sub) {
+  std::lock_guard lock(mutex_);
+  Stmt s(db_, std::string("INSERT INTO subscriptions(") + subscription_columns +
+                  ") VALUES(?,?,?,?,?,?,?,?,?,?)");
+  if (!s.ok()) return db_error(db_, "insert");
+  bind_subscription(s, sub);
   const int rc = sqlite3_step(s.get());
   if (rc == SQLITE_DONE) return InsertOutcome::created;
   if (sqlite3_extended_errcode(db_) == SQLITE_CONSTRAINT_UNIQUE) return InsertOutcome::duplicate;
@@ -344,16 +349,7 @@ Result<Subscription> Store::upsert(const std::string& id, const SubscriptionUpda
                       ") VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)";
   Stmt s(db_, sql);
   if (!s.ok()) return db_error(db_, "update");
-  s.bind(1, sub.id);
-  s.bind(2, sub.event);
-  s.bind(3, sub.target);
-  s.bind(4, sub.id_project);
-  s.bind(5, sub.created_by);
-  s.bind(6, sub.secret);
-  s.bind(7, sub.global ? std::optional<std::int64_t>(*sub.global ? 1 : 0) : std::nullopt);
-  s.bind(8, sub.created_at);
-  s.bind(9, sub.updated_at);
-  s.bind(10, sub.version);
+  bind_subscription(s, sub);
   if (sqlite3_step(s.get()) != SQLITE_DONE) {
     if (sqlite3_extended_errcode(db_) == SQLITE_CONSTRAINT_UNIQUE) {
       return Error{ErrorCode::invalid_input, "duplicate key (id_project, event, target)"};
