@@ -35,7 +35,25 @@ class FileSink final : public Sink {
     if (fd_ < 0) return errno_text("open " + path_);
     struct stat st {};
     size_ = fstat(fd_, &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+    end_torn_line();
     return {};
+  }
+
+  // A crash (kill -9, power loss) can leave the file ending in part of a record. That record was
+  // not marked delivered and will be written again; the next one must not be glued onto the
+  // fragment, so the fragment gets its own (unparseable) line.
+  void end_torn_line() {
+    if (size_ == 0) return;
+    const int rd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (rd < 0) return;
+    char last = '\n';
+    const bool read_ok = ::pread(rd, &last, 1, static_cast<off_t>(size_ - 1)) == 1;
+    ::close(rd);
+    if (read_ok && last != '\n' && ::write(fd_, "\n", 1) == 1) {
+      ++size_;
+      log_.warn("file sink ended in a partial record (a crash); it now ends its line",
+                LogFields().add("path", path_));
+    }
   }
 
   std::size_t batch_limit() const noexcept override { return 64; }

@@ -92,6 +92,18 @@ TEST_SUITE("dispatcher") {
                                   R"("} 100)") != std::string::npos);
   }
 
+  TEST_CASE("a file left ending in a cut record (a crash) gets its next record on a new line") {
+    DispatchFixture f;
+    const std::string path = (f.dir / "events.ndjson").string();
+    const std::string name = "file:" + path;
+    tdhook::test::write_file(path, "{\"id\":\"whole\"}\n{\"id\":\"cut sh");
+    const std::string record = f.put("after-crash", {name});
+    auto& d = f.start({sink(name)});
+    REQUIRE(eventually([&] { return f.count(name, DeliveryState::delivered) == 1; }));
+    d.stop();
+    CHECK(read_file(path) == "{\"id\":\"whole\"}\n{\"id\":\"cut sh\n" + record + "\n");
+  }
+
   TEST_CASE("records reach the stdout sink exactly once, one per line") {
     DispatchFixture f;
     const std::string captured = (f.dir / "stdout").string();

@@ -91,21 +91,38 @@ TEST_SUITE("receiver") {
     REQUIRE(acked.load() == total);
     const auto all_acked = SteadyClock::now();
 
-    REQUIRE(poll_until([&] { return count_lines_in(out_file) >= total; }, 120s));
+    // The kill may cut the record being written; the receiver ends that fragment's line at the
+    // restart and writes the record again, so at most one line does not parse.
+    std::map<std::string, int> seen;
+    int torn = 0;
+    auto tally = [&] {
+      seen.clear();
+      torn = 0;
+      const std::string text = read_file(out_file);
+      for (std::size_t start = 0, end; (end = text.find('\n', start)) != std::string::npos;
+           start = end + 1) {
+        auto record = nlohmann::json::parse(text.substr(start, end - start), nullptr, false);
+        if (record.is_discarded()) {
+          ++torn;
+          continue;
+        }
+        ++seen[record.at("payload").at("_id").get<std::string>()];
+      }
+      return seen.size() >= static_cast<std::size_t>(total);
+    };
+    REQUIRE(poll_until(tally, 120s));
     MESSAGE("all delivered " << std::chrono::duration_cast<std::chrono::milliseconds>(
                                     SteadyClock::now() - all_acked)
                                     .count()
                              << " ms after the last acknowledgement");
-    std::map<std::string, int> seen;
-    for (const auto& record : parse_ndjson(read_file(out_file))) {
-      ++seen[record.at("payload").at("_id").get<std::string>()];
-    }
+    CHECK(torn <= 1);
     CHECK(seen.size() == static_cast<std::size_t>(total));
     int duplicates = 0;
     for (const auto& [id, n] : seen) duplicates += n - 1;
     MESSAGE("kill -9 after " << acked_before_kill << " acknowledged events; " << failures.load()
                              << " failed requests retried; " << duplicates
-                             << " duplicate deliveries (in flight at the kill)");
+                             << " duplicate deliveries (in flight at the kill); " << torn
+                             << " record cut by the kill");
     CHECK(duplicates < 500);
   }
 
