@@ -1,4 +1,4 @@
-// Every jq command of samples/scripts/jq-examples.md runs on real event records without error.
+// The samples of samples/scripts and samples/config, exercised: jq one-liners, the systemd unit.
 #include <doctest/doctest.h>
 #include <sys/wait.h>
 
@@ -69,5 +69,23 @@ TEST_SUITE("samples") {
       CHECK_MESSAGE(WIFEXITED(status), read_file(dir / "out.txt"));
       CHECK_MESSAGE(WEXITSTATUS(status) == 0, read_file(dir / "out.txt"));
     }
+  }
+}
+
+TEST_SUITE("samples") {
+  TEST_CASE("the systemd unit passes systemd-analyze verify with the built receiver") {
+    TempDir dir;
+    std::string unit = read_file(source_dir() / "samples/config/tdhook-receiver.service");
+    const std::string installed = "/usr/local/bin/tdhook-receiver";
+    const auto at = unit.find(installed);
+    REQUIRE(at != std::string::npos);
+    unit.replace(at, installed.size(), TDHOOK_RECEIVER_BIN);
+    write_file(dir / "tdhook-receiver.service", unit);
+    const std::string command = "systemd-analyze verify '" +
+                                (dir / "tdhook-receiver.service").string() + "' > '" +
+                                (dir / "out.txt").string() + "' 2>&1";
+    const int status = std::system(command.c_str());
+    CHECK_MESSAGE(WIFEXITED(status), read_file(dir / "out.txt"));
+    CHECK_MESSAGE(WEXITSTATUS(status) == 0, read_file(dir / "out.txt"));
   }
 }
