@@ -42,30 +42,10 @@ void ignore_sigpipe() {
   });
 }
 
-namespace {
-
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Fd& operator=(Fd&& other) noexcept {
-    reset(std::exchange(other.fd_, -1));
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { reset(); }
-  int get() const noexcept { return fd_; }
-  bool valid() const noexcept { return fd_ >= 0; }
-  void reset(int fd = -1) noexcept {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
+void Fd::reset(int fd) noexcept {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
 
 // A close-on-exec pipe whose ends are >= 3: if the receiver runs with fd 0-2 closed, a pipe end
 // could land on 0-2, and dup2(fd, fd) in the child would keep its close-on-exec flag.
@@ -83,6 +63,8 @@ bool make_pipe(Fd& read_end, Fd& write_end) {
   write_end.reset(fds[1]);
   return read_end.valid() && write_end.valid();
 }
+
+namespace {
 
 // The attributes that make the child a clean leader of its own process group.
 bool init_spawn_attr(posix_spawnattr_t& attr) {

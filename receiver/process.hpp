@@ -57,4 +57,33 @@ Result<ProcessResult> run_process(const ProcessOptions& options);
 std::vector<std::string> build_environment(const std::vector<std::string>& pass_env,
                                            const std::vector<std::string>& extra);
 
+// An owned file descriptor, closed on destruction.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& other) noexcept : fd_(other.release()) {}
+  Fd& operator=(Fd&& other) noexcept {
+    reset(other.release());
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { reset(); }
+  int get() const noexcept { return fd_; }
+  bool valid() const noexcept { return fd_ >= 0; }
+  int release() noexcept {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+  void reset(int fd = -1) noexcept;
+
+ private:
+  int fd_ = -1;
+};
+
+// A close-on-exec pipe whose ends are >= 3 (so that dup2 onto 0-2 in a child always works).
+bool make_pipe(Fd& read_end, Fd& write_end);
+
 }  // namespace tdhook::receiver

@@ -22,41 +22,6 @@ namespace {
 using SteadyClock = std::chrono::steady_clock;
 constexpr std::size_t stderr_limit = 4096;
 
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    reset(std::exchange(o.fd_, -1));
-    return *this;
-  }
-  ~Fd() { reset(); }
-  void reset(int fd = -1) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
-// Both ends close-on-exec and >= 3 (see process.cpp: dup2 onto the same number keeps CLOEXEC).
-bool make_pipe(Fd& r, Fd& w) {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) return false;
-  for (int& fd : fds) {
-    if (fd < 3) {
-      const int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-      ::close(fd);
-      fd = moved;
-    }
-  }
-  r.reset(fds[0]);
-  w.reset(fds[1]);
-  return r.get() >= 0 && w.get() >= 0;
-}
-
 pid_t spawn(const std::string& command, const std::vector<std::string>& env, int in, int out,
             int err, int& error) {
   posix_spawn_file_actions_t actions;
