@@ -31,10 +31,37 @@ constexpr milliseconds idle_recheck{1000};
 constexpr milliseconds spool_error_pause{1000};
 constexpr std::int64_t retry_delay_cap_ms = 3600 * 1000;
 
-std::int64_t now_ms() {
+// Wall time, for what people read: attempt times, delivery latency.
+std::int64_t wall_ms() {
   return std::chrono::duration_cast<milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+// The clock of retry schedules. The spool's next_attempt_at is wall time: it must mean the same
+// after a restart, and the spool itself makes new events (and `tdhook spool retry`) due at the
+// wall clock's now. But this clock never runs backwards: when the wall clock is set back, it
+// goes on at the steady clock's pace until the wall clock catches up, so a retry due in 2 s is
+// still due in 2 s, not in an hour and 2 s. When the wall clock is set forward it follows at
+// once: what was scheduled falls due early, never late. Never behind the wall clock, it never
+// delays what the spool scheduled on the wall clock either.
+std::int64_t schedule_ms() {
+  static std::mutex mu;
+  static bool anchored = false;
+  static std::int64_t anchor_wall = 0;
+  static std::chrono::steady_clock::time_point anchor_steady;
+  const std::lock_guard lock(mu);  // clocks read inside: one thread's values never go backwards
+  const auto steady = std::chrono::steady_clock::now();
+  const std::int64_t wall = wall_ms();
+  const std::int64_t carried =
+      anchor_wall + std::chrono::duration_cast<milliseconds>(steady - anchor_steady).count();
+  if (!anchored || wall >= carried) {
+    anchored = true;
+    anchor_wall = wall;
+    anchor_steady = steady;
+    return wall;
+  }
+  return carried;
 }
 
 // retry_base * 2^(attempt-1), capped at an hour, with "equal jitter": at least half the delay
@@ -143,6 +170,12 @@ class SinkRunner {
       if (t.joinable()) t.join();
     }
     workers_.clear();
+    if (!record_unrecorded()) {
+      log_.error(
+          "spool: delivery outcomes could not be recorded; those events will be delivered "
+          "again at the next start",
+          LogFields().add("sink", config_.name).add("count", unrecorded_count()));
+    }
   }
 
  private:
@@ -155,8 +188,11 @@ class SinkRunner {
         if (stopping_) return;
         woken_ = false;
       }
-      bool spool_ok = true;
-      const bool more = concurrent() ? feed_workers(spool_ok) : deliver_inline(spool_ok);
+      // Outcomes the spool could not record come first: until they are recorded, those
+      // deliveries still look due, and delivering on would hand them to the sink again.
+      bool spool_ok = record_unrecorded();
+      const bool more =
+          spool_ok && (concurrent() ? feed_workers(spool_ok) : deliver_inline(spool_ok));
       if (!more) wait_for_work(spool_ok);
     }
   }
@@ -165,7 +201,7 @@ class SinkRunner {
   // true when a full batch went out, so that more may be due right now.
   bool deliver_inline(bool& spool_ok) {
     const std::size_t limit = sink_->batch_limit();
-    auto due = spool_.due(config_.name, now_ms(), limit);
+    auto due = spool_.due(config_.name, schedule_ms(), limit);
     if (!due) {
       spool_ok = false;
       log_.error("spool: cannot read due deliveries",
@@ -173,13 +209,15 @@ class SinkRunner {
       return false;
     }
     if (due->empty()) return false;
-    const std::int64_t started = now_ms();
+    const std::int64_t started = wall_ms();
     const auto outcomes = sink_->deliver(*due);
-    const std::int64_t finished = now_ms();
+    const std::int64_t finished = wall_ms();
+    bool recorded = true;
     for (std::size_t i = 0; i < due->size(); ++i)
-      settle((*due)[i], outcomes.at(i), started, finished);
+      recorded &= settle((*due)[i], outcomes.at(i), started, finished);
     metrics_.set_spool_pending(spool_.pending_total());
-    return due->size() == limit;
+    if (!recorded) spool_ok = false;
+    return recorded && due->size() == limit;
   }
 
   // exec_concurrency N > 1: hand due deliveries that are not already running to the workers.
@@ -192,7 +230,7 @@ class SinkRunner {
     const std::size_t capacity = static_cast<std::size_t>(config_.exec_concurrency) - running;
     if (capacity == 0) return false;
     // Running deliveries are still pending in the spool, so ask for enough to skip them.
-    auto due = spool_.due(config_.name, now_ms(), capacity + running);
+    auto due = spool_.due(config_.name, schedule_ms(), capacity + running);
     if (!due) {
       spool_ok = false;
       log_.error("spool: cannot read due deliveries",
@@ -220,9 +258,9 @@ class SinkRunner {
         d = std::move(queue_.front());
         queue_.pop_front();
       }
-      const std::int64_t started = now_ms();
+      const std::int64_t started = wall_ms();
       const auto outcomes = sink_->deliver({d});
-      settle(d, outcomes.at(0), started, now_ms());
+      settle(d, outcomes.at(0), started, wall_ms());
       metrics_.set_spool_pending(spool_.pending_total());
       {
         const std::lock_guard lock(mu_);
@@ -237,7 +275,7 @@ class SinkRunner {
     milliseconds wait = spool_ok ? idle_recheck : spool_error_pause;
     if (spool_ok) {
       if (const auto next = spool_.next_due(config_.name)) {
-        const std::int64_t until = *next - now_ms();
+        const std::int64_t until = *next - schedule_ms();
         bool running = false;
         {
           const std::lock_guard lock(mu_);
@@ -253,35 +291,77 @@ class SinkRunner {
     loop_cv_.wait_for(lock, wait, [this] { return stopping_ || woken_; });
   }
 
-  void settle(const Delivery& d, const DeliveryOutcome& outcome, std::int64_t started,
+  // An outcome to write to the spool: the attempt, and for a failure when to try again.
+  struct Outcome {
+    Delivery delivery;
+    Attempt attempt;
+    std::int64_t next_attempt_at = 0;
+    bool dead = false;
+  };
+
+  Status record(const Outcome& o) {
+    return o.attempt.ok ? spool_.mark_delivered(o.delivery, o.attempt)
+                        : spool_.mark_failed(o.delivery, o.attempt, o.next_attempt_at, o.dead);
+  }
+
+  // Records `o`, or keeps it for record_unrecorded() when the spool cannot write (disk full).
+  // False when it was kept.
+  bool record_or_keep(Outcome o) {
+    const std::lock_guard lock(unrecorded_mu_);
+    if (unrecorded_.empty()) {
+      auto s = record(o);
+      if (s) return true;
+      log_.error("spool: cannot record a delivery outcome; kept until the spool can write it",
+                 fields(o.delivery).add("delivered", o.attempt.ok).add("error", s.error().detail));
+    }
+    unrecorded_.push_back(std::move(o));
+    return false;
+  }
+
+  // Writes the outcomes kept by record_or_keep(), oldest first. True when none is left.
+  bool record_unrecorded() {
+    const std::lock_guard lock(unrecorded_mu_);
+    std::size_t done = 0;
+    while (done < unrecorded_.size() && record(unrecorded_[done])) ++done;
+    if (done > 0) {
+      unrecorded_.erase(unrecorded_.begin(), unrecorded_.begin() + static_cast<long>(done));
+      log_.info(
+          "spool: kept delivery outcomes recorded",
+          LogFields().add("sink", config_.name).add("count", static_cast<std::int64_t>(done)));
+    }
+    return unrecorded_.empty();
+  }
+
+  std::int64_t unrecorded_count() {
+    const std::lock_guard lock(unrecorded_mu_);
+    return static_cast<std::int64_t>(unrecorded_.size());
+  }
+
+  // False when the spool could not record the outcome (it is kept, see record_or_keep).
+  bool settle(const Delivery& d, const DeliveryOutcome& outcome, std::int64_t started,
               std::int64_t finished) {
     const Attempt attempt{d.attempts + 1, started, finished, outcome.ok, outcome.error};
     if (outcome.ok) {
-      if (auto s = spool_.mark_delivered(d, attempt); !s) {
-        log_.error("spool: cannot mark delivered; the event will be delivered again",
-                   fields(d).add("error", s.error().detail));
-      }
+      const bool recorded = record_or_keep(Outcome{d, attempt, 0, false});
       metrics_.count_delivery(config_.name, "delivered");
       if (const auto received = received_at_ms(d.record)) {
         metrics_.observe_delivery_latency(config_.name,
                                           static_cast<double>(finished - *received) / 1000.0);
       }
       log_.debug("delivered", fields(d).add("attempt", attempt.number));
-      return;
+      return recorded;
     }
     const bool dead = attempt.number >= config_.retry_max;
-    const std::int64_t next =
-        finished + (dead ? 0 : retry_delay_ms(config_.retry_base, attempt.number));
-    if (auto s = spool_.mark_failed(d, attempt, next, dead); !s) {
-      log_.error("spool: cannot record a failed attempt", fields(d).add("error", s.error().detail));
-    }
+    const std::int64_t delay = dead ? 0 : retry_delay_ms(config_.retry_base, attempt.number);
+    const bool recorded = record_or_keep(Outcome{d, attempt, schedule_ms() + delay, dead});
     metrics_.count_delivery(config_.name, dead ? "dead" : "retried");
     auto f = fields(d).add("attempt", attempt.number).add("error", outcome.error);
     if (dead) {
       log_.error("delivery dead-lettered", f);
     } else {
-      log_.warn("delivery failed, will retry", f.add("retry_in_ms", next - finished));
+      log_.warn("delivery failed, will retry", f.add("retry_in_ms", delay));
     }
+    return recorded;
   }
 
   LogFields fields(const Delivery& d) const {
@@ -301,6 +381,8 @@ class SinkRunner {
   bool stopping_ = false, woken_ = false;
   std::deque<Delivery> queue_;
   std::set<std::int64_t> in_flight_;  // event rows handed to workers and not settled yet
+  std::mutex unrecorded_mu_;
+  std::vector<Outcome> unrecorded_;  // outcomes the spool failed to record, oldest first
   std::thread loop_thread_;
   std::vector<std::thread> workers_;
 };

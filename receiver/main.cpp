@@ -66,6 +66,7 @@ int serve(const Config& config, const Logger& log) {
   auto spool = Spool::open(spool_options);
   if (!spool) {
     log.error("cannot open the spool", LogFields().add("reason", spool.error().detail));
+    std::cerr << "tdhook-receiver: cannot open the spool: " << spool.error().detail << '\n';
     return exit_runtime;
   }
   Metrics metrics;

@@ -281,6 +281,34 @@ Result<ProcessResult> run_process(const ProcessOptions& options) {
   return result;
 }
 
+std::string env_safe(std::string_view value) {
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(value.size());
+  for (const char c : value) {
+    const auto byte = static_cast<unsigned char>(c);
+    const bool safe = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '.' || c == '_' || c == '-' || c == ':';
+    if (safe) {
+      out += c;
+    } else {
+      out += '%';
+      out += hex[byte >> 4];
+      out += hex[byte & 0xf];
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> script_variables(const ScriptEvent& e) {
+  return {"TDHOOK_EVENT=" + env_safe(e.event),
+          "TDHOOK_DELIVERY_ID=" + env_safe(e.delivery_id),
+          "TDHOOK_PROJECT_ID=" + env_safe(e.project_id),
+          "TDHOOK_SUBSCRIPTION_ID=" + env_safe(e.subscription_id),
+          "TDHOOK_TIMESTAMP=" + std::to_string(e.timestamp_ms),
+          "TDHOOK_ATTEMPT=" + std::to_string(e.attempt)};
+}
+
 std::vector<std::string> build_environment(const std::vector<std::string>& pass_env,
                                            const std::vector<std::string>& extra) {
   std::vector<std::string> env;

@@ -57,6 +57,27 @@ Result<ProcessResult> run_process(const ProcessOptions& options);
 std::vector<std::string> build_environment(const std::vector<std::string>& pass_env,
                                            const std::vector<std::string>& extra);
 
+// What a script is told about its event, as TDHOOK_* environment variables.
+struct ScriptEvent {
+  std::string_view event;
+  std::string_view delivery_id;
+  std::string_view project_id;
+  std::string_view subscription_id;
+  std::int64_t timestamp_ms = 0;
+  int attempt = 1;
+};
+
+// TDHOOK_EVENT, TDHOOK_DELIVERY_ID, TDHOOK_PROJECT_ID, TDHOOK_SUBSCRIPTION_ID, TDHOOK_TIMESTAMP
+// and TDHOOK_ATTEMPT, as "NAME=value" entries for build_environment's `extra`. The event name and
+// the ids come from the request body, so each value goes through env_safe().
+std::vector<std::string> script_variables(const ScriptEvent& event);
+
+// `value` with every byte other than A-Z a-z 0-9 . _ - : percent-encoded ("%0A", "%24", "%25"
+// for % itself): never cut at a NUL, never more than one line, and nothing in it that an
+// unquoted expansion or a careless `eval` in a script would run. Tiledesk's event names and ids
+// pass unchanged.
+std::string env_safe(std::string_view value);
+
 // An owned file descriptor, closed on destruction.
 class Fd {
  public:

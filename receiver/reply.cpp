@@ -137,11 +137,8 @@ ReplyResult ReplyRunner::run(const ReplyRule& rule, const ReplyContext& c) const
   ReplyResult result;
   result.body = "{}";
   const auto env = build_environment(
-      pass_env_,
-      {"TDHOOK_EVENT=" + std::string(c.event), "TDHOOK_DELIVERY_ID=" + std::string(c.delivery_id),
-       "TDHOOK_PROJECT_ID=" + std::string(c.project_id),
-       "TDHOOK_SUBSCRIPTION_ID=" + std::string(c.subscription_id),
-       "TDHOOK_TIMESTAMP=" + std::to_string(c.timestamp_ms), "TDHOOK_ATTEMPT=1"});
+      pass_env_, script_variables(ScriptEvent{c.event, c.delivery_id, c.project_id,
+                                              c.subscription_id, c.timestamp_ms, 1}));
   Session s;
   s.input = c.record;
   Fd in_child, out_child, err_child;

@@ -33,13 +33,11 @@ class ExecSink final : public Sink {
     options.command = command_;
     options.timeout = timeout_;
     options.output_limit = output_limit_;
-    // Event data reaches the script only here, as values: never in the command line.
+    // Event data reaches the script only here, as escaped values: never in the command line.
     options.environment = build_environment(
         pass_env_,
-        {"TDHOOK_EVENT=" + d.event, "TDHOOK_DELIVERY_ID=" + d.delivery_id,
-         "TDHOOK_PROJECT_ID=" + d.project_id, "TDHOOK_SUBSCRIPTION_ID=" + d.subscription_id,
-         "TDHOOK_TIMESTAMP=" + std::to_string(d.timestamp_ms),
-         "TDHOOK_ATTEMPT=" + std::to_string(d.attempts + 1)});
+        script_variables(ScriptEvent{d.event, d.delivery_id, d.project_id, d.subscription_id,
+                                     d.timestamp_ms, d.attempts + 1}));
     // A final newline, as on the stdout sink, so that `read -r line` in a script sees the line.
     options.input = d.record + "\n";
 

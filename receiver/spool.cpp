@@ -5,6 +5,8 @@
 // that finds no leader becomes the leader, takes everything queued, writes it in one
 // transaction and wakes the others. Whoever queued while a leader was writing is taken by the
 // next leader, so a batch grows with the load and a lone caller never waits for company.
+#include <sys/statvfs.h>
+
 #include <algorithm>
 #include <exception>
 #include <thread>
@@ -17,6 +19,11 @@ namespace {
 
 // Expired dedup keys are purged from the put path at most this often.
 constexpr std::int64_t kDedupExpiryIntervalMs = 60 * 1000;
+// After a failed write (disk full), writable() tries a write at most this often, and only with
+// at least this much room on the file system: a write that fits in space freed by a failed
+// transaction would otherwise report a disk that is still full as writable.
+constexpr std::int64_t kProbeIntervalMs = 1000;
+constexpr unsigned long long kProbeMinFreeBytes = 1024 * 1024;
 
 PutResult failed(std::string error) { return PutResult{PutOutcome::failed, {}, std::move(error)}; }
 
@@ -184,7 +191,10 @@ bool Spool::Impl::expire_dedup(std::int64_t now_ms, detail::SqlFailure& failure)
 }
 
 std::int64_t Spool::pending_total() const noexcept { return impl_->pending.load(); }
-bool Spool::writable() const noexcept { return impl_->writable.load(); }
+bool Spool::writable() const noexcept {
+  if (impl_->writable.load()) return true;
+  return !impl_->options.read_only && impl_->probe_writable();
+}
 std::uint64_t Spool::commits() const noexcept { return impl_->commits.load(); }
 
 void Spool::set_on_commit(std::function<void()> callback) {
@@ -193,3 +203,33 @@ void Spool::set_on_commit(std::function<void()> callback) {
 }
 
 }  // namespace tdhook::receiver
+bool Spool::Impl::probe_writable() noexcept {
+  const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now().time_since_epoch())
+                               .count();
+  std::int64_t last = last_probe_ms.load();
+  if (now - last < kProbeIntervalMs || !last_probe_ms.compare_exchange_strong(last, now)) {
+    return writable.load();
+  }
+  struct statvfs fs {};
+  if (statvfs(path.parent_path().c_str(), &fs) != 0 ||
+      static_cast<unsigned long long>(fs.f_bavail) * fs.f_frsize < kProbeMinFreeBytes) {
+    return false;
+  }
+  // A writer holds the lock: its own outcome will set the flag.
+  std::unique_lock lock(write_mutex, std::try_to_lock);
+  if (!lock.owns_lock()) return writable.load();
+  try {
+    detail::SqlFailure failure;
+    detail::Transaction txn(write_db);
+    // Rewrites the header page with the value it has: a real write, nothing changes.
+    const std::string rewrite = "PRAGMA user_version=" + std::to_string(kSpoolSchemaVersion);
+    if (txn.begin(failure) && write_db.exec(rewrite.c_str(), failure) && txn.commit(failure)) {
+      writable = true;
+    }
+  } catch (...) {
+    // Allocation failed: not writable as far as we know.
+  }
+  return writable.load();
+}
+

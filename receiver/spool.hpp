@@ -143,8 +143,11 @@ class Spool {
 
   Result<SpoolCounts> counts(const std::optional<std::string>& sink);
   std::int64_t pending_total() const noexcept;  // cheap, kept in memory
-  bool writable() const noexcept;               // false after a disk failure, until a write works
-  std::uint64_t commits() const noexcept;       // put() transactions committed (group commit)
+  // False after a disk failure, until a write works again: while false, each call (at most one a
+  // second) tries a small write when the file system has room, so that /healthz sees the disk
+  // come back without waiting for the next event.
+  bool writable() const noexcept;
+  std::uint64_t commits() const noexcept;  // put() transactions committed (group commit)
 
   // Called after each commit that stored at least one event (dispatcher wake-up).
   void set_on_commit(std::function<void()> callback);

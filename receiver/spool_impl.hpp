@@ -36,6 +36,9 @@ struct PutWaiter {
   bool done = false;
 };
 
+// PRAGMA user_version of the spools this code reads and writes.
+inline constexpr std::int64_t kSpoolSchemaVersion = 1;
+
 struct Spool::Impl {
   SpoolOptions options;
   std::filesystem::path path;
@@ -58,6 +61,7 @@ struct Spool::Impl {
 
   std::atomic<std::int64_t> pending{0};  // events with at least one pending delivery
   std::atomic<bool> writable{true};
+  std::atomic<std::int64_t> last_probe_ms{0};  // steady clock, of probe_writable()
   std::atomic<std::uint64_t> commits{0};
   std::int64_t last_dedup_expiry_ms = 0;
 
@@ -72,6 +76,9 @@ struct Spool::Impl {
   // abort the whole batch; per-event outcomes (duplicate, full) are set in `waiter.result`.
   bool put_one(PutWaiter& waiter, detail::SqlFailure& failure);
   bool expire_dedup(std::int64_t now_ms, detail::SqlFailure& failure);
+  // After a write failed: whether the disk has room again and a small write works (at most one
+  // try a second; in between, the last answer).
+  bool probe_writable() noexcept;
 
   // spool_query.cpp
   // Re-reads the pending count if another process (`tdhook spool retry`) changed the database.

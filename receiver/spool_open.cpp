@@ -1,5 +1,9 @@
 // Opening the spool: identity and integrity checks, schema creation, prepared statements.
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <system_error>
 
 #include "spool_impl.hpp"
@@ -13,7 +17,7 @@ using detail::SqlFailure;
 // Written to the database header so that another application's SQLite file is never taken for
 // (and turned into) a spool.
 constexpr std::int64_t kApplicationId = 0x7464686b;  // "tdhk"
-constexpr std::int64_t kSchemaVersion = 1;
+constexpr std::int64_t kSchemaVersion = kSpoolSchemaVersion;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE events(
@@ -100,6 +104,9 @@ Status identify(Connection& db, const std::filesystem::path& path, bool& fresh) 
   if (!single_integer(db, "PRAGMA application_id", app_id, failure) ||
       !single_integer(db, "PRAGMA user_version", version, failure) ||
       !single_integer(db, "SELECT count(*) FROM sqlite_schema", objects, failure)) {
+    if (failure.code == SQLITE_CORRUPT) {
+      return open_error(path, "corrupted: " + detail::describe(failure));
+    }
     return open_error(path, "not a readable tdhook spool: " + detail::describe(failure));
   }
   if (app_id == 0 && version == 0 && objects == 0) {
@@ -166,6 +173,11 @@ Result<Connection> connect(const std::filesystem::path& path, bool read_only) {
       SQLITE_OPEN_NOMUTEX;
   Connection db = Connection::open(path, flags, failure);
   if (!db.is_open()) return open_error(path, "cannot open: " + detail::describe(failure));
+  // SQLite quietly opens a file it may not write read-only; the receiver would then answer 503
+  // to every event instead of refusing to start.
+  if (!read_only && sqlite3_db_readonly(db.get(), "main") == 1) {
+    return open_error(path, "cannot open for writing (read-only file or file system)");
+  }
   // `tdhook spool retry` and the receiver write to the same file: wait for the lock, never fail.
   sqlite3_busy_timeout(db.get(), 10000);
   return db;
@@ -186,8 +198,26 @@ Result<std::unique_ptr<Spool>> Spool::open(const SpoolOptions& options) {
   } else {
     std::filesystem::create_directories(options.data_dir, ec);
     if (ec) return open_error(path, "cannot create the data directory: " + ec.message());
-    if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec)) {
+    const bool exists = std::filesystem::exists(path, ec);
+    if (exists && !std::filesystem::is_regular_file(path, ec)) {
       return open_error(path, "not a regular file");
+    }
+    // SQLite would say "unable to open database file", or quietly open the file read-only.
+    // access() also reports a read-only file system to root, who ignores permissions. The
+    // directory must take new files too: the write-ahead log and its index live beside.
+    if (::access(options.data_dir.c_str(), W_OK) != 0) {
+      return open_error(path, (exists ? "cannot write in its directory: " : "cannot create it: ") +
+                                  std::string(std::strerror(errno)));
+    }
+    if (exists && ::access(path.c_str(), W_OK) != 0) {
+      return open_error(path, "cannot write it: " + std::string(std::strerror(errno)));
+    }
+    // Committed events may live in the write-ahead log alone. A new spool.db beside it would
+    // not match the log, and SQLite would discard the log: refuse rather than start empty.
+    const auto wal = std::filesystem::path(path.string() + "-wal");
+    if (!exists && std::filesystem::file_size(wal, ec) > 0 && !ec) {
+      return open_error(path, "missing, but its write-ahead log " + wal.string() +
+                                  " holds data; restore the spool or move the log away");
     }
   }
 
@@ -197,6 +227,13 @@ Result<std::unique_ptr<Spool>> Spool::open(const SpoolOptions& options) {
   if (auto s = identify(*main_db, path, fresh); !s) return std::move(s).error();
   if (fresh && options.read_only) return open_error(path, "empty file, not a tdhook spool");
   if (auto s = integrity(*main_db, path); !s) return std::move(s).error();
+  SqlFailure failure;
+  // An existing spool's tables are checked (by preparing every statement on them) before
+  // anything is written to the file, WAL mode included.
+  if (!options.read_only && !fresh && !prepare_write_statements(*main_db, impl->w, failure)) {
+    return open_error(path, "not the schema of a tdhook spool (version " +
+                                std::to_string(kSchemaVersion) + "): " + detail::describe(failure));
+  }
   if (!options.read_only) {
     if (auto s = configure(*main_db, options, path); !s) return std::move(s).error();
     if (fresh) {
@@ -204,12 +241,11 @@ Result<std::unique_ptr<Spool>> Spool::open(const SpoolOptions& options) {
     }
   }
 
-  SqlFailure failure;
   if (options.read_only) {
     impl->read_db = std::move(*main_db);
   } else {
     impl->write_db = std::move(*main_db);
-    if (!prepare_write_statements(impl->write_db, impl->w, failure) ||
+    if ((fresh && !prepare_write_statements(impl->write_db, impl->w, failure)) ||
         !impl->sync_external_changes(failure)) {
       return open_error(path, detail::describe(failure));
     }
@@ -218,7 +254,8 @@ Result<std::unique_ptr<Spool>> Spool::open(const SpoolOptions& options) {
     impl->read_db = std::move(*reader);
   }
   if (!prepare_read_statements(impl->read_db, impl->r, failure)) {
-    return open_error(path, detail::describe(failure));
+    return open_error(path, "not the schema of a tdhook spool (version " +
+                                std::to_string(kSchemaVersion) + "): " + detail::describe(failure));
   }
   if (options.read_only) {
     // Only for pending_total(); a read-only spool never changes it.

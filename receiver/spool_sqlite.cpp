@@ -1,5 +1,6 @@
 #include "spool_sqlite.hpp"
 
+#include <cstring>
 #include <utility>
 
 namespace tdhook::receiver::detail {
@@ -24,6 +25,10 @@ Connection Connection::open(const std::filesystem::path& path, int flags, SqlFai
   if (rc != SQLITE_OK) {
     failure = SqlFailure{
         rc, connection.db_ != nullptr ? sqlite3_errmsg(connection.db_) : sqlite3_errstr(rc)};
+    // "unable to open database file" alone does not say whether the disk is read-only or full.
+    if (const int err = connection.db_ != nullptr ? sqlite3_system_errno(connection.db_) : 0) {
+      failure.message += std::string(": ") + std::strerror(err);
+    }
     return Connection{};
   }
   // Extended codes distinguish SQLITE_IOERR_* kinds in messages; primary codes still compare.
