@@ -190,19 +190,6 @@ bool Spool::Impl::expire_dedup(std::int64_t now_ms, detail::SqlFailure& failure)
   return true;
 }
 
-std::int64_t Spool::pending_total() const noexcept { return impl_->pending.load(); }
-bool Spool::writable() const noexcept {
-  if (impl_->writable.load()) return true;
-  return !impl_->options.read_only && impl_->probe_writable();
-}
-std::uint64_t Spool::commits() const noexcept { return impl_->commits.load(); }
-
-void Spool::set_on_commit(std::function<void()> callback) {
-  std::lock_guard lock(impl_->callback_mutex);
-  impl_->on_commit = std::move(callback);
-}
-
-}  // namespace tdhook::receiver
 bool Spool::Impl::probe_writable() noexcept {
   const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                                std::chrono::steady_clock::now().time_since_epoch())
@@ -233,3 +220,16 @@ bool Spool::Impl::probe_writable() noexcept {
   return writable.load();
 }
 
+std::int64_t Spool::pending_total() const noexcept { return impl_->pending.load(); }
+bool Spool::writable() const noexcept {
+  if (impl_->writable.load()) return true;
+  return !impl_->options.read_only && impl_->probe_writable();
+}
+std::uint64_t Spool::commits() const noexcept { return impl_->commits.load(); }
+
+void Spool::set_on_commit(std::function<void()> callback) {
+  std::lock_guard lock(impl_->callback_mutex);
+  impl_->on_commit = std::move(callback);
+}
+
+}  // namespace tdhook::receiver
