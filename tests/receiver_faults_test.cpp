@@ -493,6 +493,40 @@ TEST_SUITE("receiver faults") {
         10s));
   }
 
+  TEST_CASE(
+      "a file sink whose file was replaced by a directory dead-letters with the reason, and "
+      "delivers every event once it is a file again") {
+    TempDir dir;
+    const auto sink_file = dir / "events.ndjson";
+    const std::string sink = "file:" + sink_file.string();
+    ReceiverProcess rx(with(base_args(dir, dir / "data"),
+                            {"--sink", sink, "--retry-max", "2", "--retry-base", "50ms"}));
+    REQUIRE(rx.wait_listening());
+    httplib::Client client("127.0.0.1", rx.port());
+    REQUIRE(post_event(client, "/", numbered_event(0, epoch_ms()), receiver_secret)->status == 200);
+    REQUIRE(poll_until([&] { return count_lines_in(sink_file) == 1; }, 30s));
+
+    // As a careless logrotate could leave it; SIGHUP makes the sink reopen the path.
+    fs::rename(sink_file, dir / "events.ndjson.1");
+    fs::create_directory(sink_file);
+    rx.signal(SIGHUP);
+    REQUIRE(post_event(client, "/", numbered_event(1, epoch_ms()), receiver_secret)->status == 200);
+    const std::string dead_series =
+        R"(tdhook_deliveries_total{sink=")" + sink + R"(",outcome="dead"})";
+    REQUIRE(poll_until([&] { return metric(get_metrics(rx.port()), dead_series) == 1; }, 30s));
+    const auto listed = run_tool(
+        dir, {"spool", "--data-dir", (dir / "data").string(), "ls", "--state", "dead", "--json"});
+    REQUIRE(listed.code == 0);
+    CHECK(listed.out.find("Is a directory") != std::string::npos);
+
+    fs::remove(sink_file);
+    CHECK(run_tool(dir, {"spool", "--data-dir", (dir / "data").string(), "retry", "--dead"}).code ==
+          0);
+    CHECK(poll_until([&] { return count_lines_in(sink_file) == 1; }, 30s));
+    CHECK(seqs_in(read_file(sink_file)) == std::map<int, int>{{1, 1}});
+    CHECK(seqs_in(read_file(dir / "events.ndjson.1")) == std::map<int, int>{{0, 1}});
+  }
+
   TEST_CASE("tokens are judged against the receiver's clock when it jumps an hour either way") {
     TempDir dir;
     const auto offset = dir / "clock";
