@@ -410,6 +410,8 @@ Result<std::unique_ptr<Sink>> make_sink(const SinkConfig& config, const Logger& 
   if (spec.starts_with("file:"))
     return make_file_sink(std::string(spec.substr(5)), config.file_max_bytes, log);
   if (spec.starts_with("exec:")) return make_exec_sink(config, std::string(spec.substr(5)), log);
+  if (spec.starts_with("exec-stream:"))
+    return make_exec_stream_sink(config, std::string(spec.substr(12)), log);
   return parse_sink_spec(spec).error();  // every other spec was refused by parse_sink_spec
 }
 
@@ -433,7 +435,11 @@ Result<SinkConfig> parse_sink_spec(std::string_view spec) {
     return config;
   }
   if (spec.starts_with("exec-stream:")) {
-    return Error{ErrorCode::invalid_config, "exec-stream sinks are not supported yet"};
+    if (rest_after("exec-stream:").find_first_not_of(" \t") == std::string_view::npos) {
+      return Error{ErrorCode::invalid_config,
+                   "exec-stream sink needs a command: exec-stream:COMMAND"};
+    }
+    return config;
   }
   return Error{ErrorCode::invalid_config,
                "unknown sink \"" + config.spec + "\" (expected stdout, file:PATH or exec:COMMAND)"};

@@ -45,6 +45,12 @@ Result<std::unique_ptr<Sink>> make_file_sink(const std::string& path, std::uint6
 std::unique_ptr<Sink> make_exec_sink(const SinkConfig& config, std::string command,
                                      const Logger& log);
 
+// One long-lived `command` (config.spec after "exec-stream:"): a record line per delivery on its
+// stdin, an "ok ID" / "fail ID REASON" line per delivery back on its stdout; restarted when it
+// dies or hangs (exec_timeout without an acknowledgement). See sink_exec_stream.cpp.
+std::unique_ptr<Sink> make_exec_stream_sink(const SinkConfig& config, std::string command,
+                                            const Logger& log);
+
 // Writes all of `data` to `fd`, retrying partial writes and EINTR. false with errno on failure.
 bool write_fully(int fd, std::string_view data) noexcept;
 
