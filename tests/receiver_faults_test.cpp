@@ -302,9 +302,16 @@ TEST_SUITE("receiver faults") {
     TempDir dir;
     Tmpfs disk(dir / "disk", 16 * 1024 * 1024);
     REQUIRE_MESSAGE(disk.mounted(), disk.error());
-    const auto sink_file = dir / "events.ndjson";  // on the ordinary disk: it keeps working
+    // The sink writes on the ordinary disk, so it keeps working while the spool's disk is full.
+    // It holds its first delivery until `gate` exists: that delivery ends while the disk is full,
+    // when the spool cannot record it.
+    const auto out = dir / "out";
+    fs::create_directories(out);
+    const auto sink_file = out / "records";
+    const std::string sink = "exec:cd " + out.string() +
+                             " && while [ ! -e gate ]; do sleep 0.05; done && cat >> records";
     ReceiverProcess rx(with(base_args(dir, disk / "data"),
-                            {"--sink", "file:" + sink_file.string(), "--retry-base", "50ms"}));
+                            {"--sink", sink, "--exec-timeout", "300s", "--retry-base", "50ms"}));
     REQUIRE(rx.wait_listening());
     Sender sender(rx.port());
     REQUIRE(poll_until([&] { return sender.count(200) >= 20; }, 30s));
@@ -317,6 +324,20 @@ TEST_SUITE("receiver faults") {
     const std::string during = get_metrics(rx.port());
     CHECK(metric(during, R"(tdhook_requests_total{status="503",reason="spool_failed"})") >= 5);
     CHECK(::kill(rx.pid(), 0) == 0);
+
+    write_file(out / "gate", "");
+    const bool unrecorded = poll_until(
+        [&] {
+          const std::string log = rx.stderr_text();
+          for (auto at = log.find("\"msg\":\"spool: cannot"); at != std::string::npos;
+               at = log.find("\"msg\":\"spool: cannot", at + 1)) {
+            const auto end = log.find('\n', at);
+            if (log.substr(at, end - at).find("disk is full") != std::string::npos) return true;
+          }
+          return false;
+        },
+        30s);
+    if (!unrecorded) FAIL("no delivery ended while the disk was full; log: " << rx.stderr_text());
 
     disk.unfill();
     const std::size_t freed_at = sender.size();
