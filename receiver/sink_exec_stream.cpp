@@ -28,6 +28,7 @@
 #include <chrono>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -215,7 +216,7 @@ struct Child {
   Fd stdin_fd, stdout_fd, pid_fd;
   std::unique_ptr<StderrPump> stderr_pump;
   bool exited = false;   // seen exited (not reaped yet: the zombie keeps the group id ours)
-  int wait_status = -1;  // after reap()
+  int wait_status = -1;  // set by end(), which reaps
   std::uint64_t acks = 0;
   std::string ack_buffer;
   bool discarding = false;  // inside an over-long stdout line
