@@ -19,13 +19,20 @@ namespace {
 
 // Expired dedup keys are purged from the put path at most this often.
 constexpr std::int64_t kDedupExpiryIntervalMs = 60 * 1000;
-// After a failed write (disk full), writable() tries a write at most this often, and only with
-// at least this much room on the file system: a write that fits in space freed by a failed
-// transaction would otherwise report a disk that is still full as writable.
+// After a failed write (disk full), writable() tries a write at most this often (and not within
+// this time of a failed put), and only with at least this much room on the file system: a write
+// that fits in space freed by a failed transaction would otherwise report a disk that is still
+// full as writable.
 constexpr std::int64_t kProbeIntervalMs = 1000;
 constexpr unsigned long long kProbeMinFreeBytes = 1024 * 1024;
 
 PutResult failed(std::string error) { return PutResult{PutOutcome::failed, {}, std::move(error)}; }
+
+std::int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 }  // namespace
 
@@ -102,6 +109,8 @@ bool Spool::Impl::write_batch_transaction(std::vector<PutWaiter*>& batch) {
     // The transaction is gone as a whole: no caller may believe its event was stored.
     pending = pending_before;
     writable = false;
+    // The next probe no sooner than a second from now: the disk has just said no.
+    last_probe_ms = steady_ms();
     const std::string error = detail::describe(failure);
     for (auto* waiter : batch) waiter->result = failed(error);
     return false;
@@ -191,9 +200,7 @@ bool Spool::Impl::expire_dedup(std::int64_t now_ms, detail::SqlFailure& failure)
 }
 
 bool Spool::Impl::probe_writable() noexcept {
-  const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                               std::chrono::steady_clock::now().time_since_epoch())
-                               .count();
+  const std::int64_t now = steady_ms();
   std::int64_t last = last_probe_ms.load();
   if (now - last < kProbeIntervalMs || !last_probe_ms.compare_exchange_strong(last, now)) {
     return writable.load();
