@@ -43,11 +43,12 @@ class Tmpfs {
       : dir_(std::move(dir)), options_("size=" + std::to_string(bytes)) {
     fs::create_directories(dir_);
     if (::mount("tmpfs", dir_.c_str(), "tmpfs", 0, options_.c_str()) != 0) {
+      const int err = errno;
       error_ = std::string("mount -t tmpfs -o ") + options_ + " " + dir_.string() + ": " +
-               std::strerror(errno) +
-               (errno == EPERM ? " (these fault-injection tests must run as root, with "
-                                 "CAP_SYS_ADMIN, as they do on CI)"
-                               : "");
+               std::strerror(err) +
+               (err == EPERM ? " (these fault-injection tests must run as root, with "
+                               "CAP_SYS_ADMIN, as they do on CI)"
+                             : "");
       return;
     }
     mounted_ = true;
