@@ -138,9 +138,12 @@ const std::vector<Key>& receiver_keys() {
       {"tls_key", Kind::scalar, "TLS private key (PEM)"},
       {"no_verify", Kind::flag, "accept unauthenticated events (local development only)"},
       {"max_body", Kind::scalar, "largest accepted body (default 8MiB)"},
-      {"read_timeout", Kind::scalar, "socket read timeout (default 10s)"},
+      {"read_timeout", Kind::scalar,
+       "time to send a request head, and between reads of a body (default 10s)"},
       {"write_timeout", Kind::scalar, "socket write timeout (default 10s)"},
-      {"threads", Kind::scalar, "HTTP worker threads (default 64)"},
+      {"threads", Kind::scalar, "request worker threads (default 16)"},
+      {"max_connections", Kind::scalar,
+       "open connections at most; more are closed (default 10000)"},
       {"data_dir", Kind::scalar, "spool directory (default ./var/tdhook)"},
       {"dedup_window", Kind::scalar, "how long a retry counts as a duplicate (default 24h)"},
       {"max_pending", Kind::scalar, "undelivered events before answering 503 (default 100000)"},
@@ -280,6 +283,7 @@ Status apply_receiver_key(const std::string& key, const Setting& s, Config& c, S
   if (key == "read_timeout") return to_duration(s, c.read_timeout);
   if (key == "write_timeout") return to_duration(s, c.write_timeout);
   if (key == "threads") return to_integer(s, c.threads, 1, 4096);
+  if (key == "max_connections") return to_integer(s, c.max_connections, 1, 1000000);
   if (key == "data_dir") return c.data_dir = s.value(), Status(Ok{});
   if (key == "dedup_window") return to_duration(s, c.dedup_window);
   if (key == "max_pending") return to_integer(s, c.max_pending, 1, 1LL << 40);
@@ -481,6 +485,7 @@ Status build(CLI::App& app, const std::map<std::string, std::vector<std::string>
     config.sinks.push_back(std::move(*sink));
   }
   config.pass_env = defaults.pass_env;
+  for (auto& sink : config.sinks) sink.file_sync = config.durability == Durability::power;
   if (config.tls_cert.empty() != config.tls_key.empty()) {
     return Error{ErrorCode::invalid_config, "--tls-cert and --tls-key go together"};
   }

@@ -39,7 +39,8 @@ struct Config {
   bool no_verify = false;
   std::uint64_t max_body = 8 * 1024 * 1024;
   std::chrono::milliseconds read_timeout{10000}, write_timeout{10000};
-  std::size_t threads = 64;
+  std::size_t threads = 16;             // request workers (the event loop is one more thread)
+  std::size_t max_connections = 10000;  // also bounded by the descriptor limit
   std::filesystem::path data_dir = "./var/tdhook";
   std::chrono::milliseconds dedup_window{24LL * 3600 * 1000};
   std::size_t max_pending = 100000;

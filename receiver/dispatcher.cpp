@@ -1,5 +1,7 @@
 #include "dispatcher.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -13,8 +15,6 @@
 #include <set>
 #include <system_error>
 #include <thread>
-
-#include "simdjson.h"
 
 #include "process.hpp"
 #include "sink.hpp"
@@ -74,51 +74,6 @@ std::int64_t retry_delay_ms(milliseconds base, int attempt) {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   std::uniform_int_distribution<std::int64_t> jitter(0, delay / 2);
   return delay - delay / 2 + jitter(rng);
-}
-
-// Milliseconds since the epoch from "2024-02-05T14:21:07.433Z" (UTC, optional fraction).
-std::optional<std::int64_t> parse_utc_ms(std::string_view text) {
-  std::tm tm{};
-  int consumed = 0;
-  const std::string s(text);
-  if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) != 6) {
-    return std::nullopt;
-  }
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  std::int64_t ms = static_cast<std::int64_t>(timegm(&tm)) * 1000;
-  std::size_t i = static_cast<std::size_t>(consumed);
-  if (i < s.size() && s[i] == '.') {
-    std::int64_t scale = 100;
-    for (++i; i < s.size() && std::isdigit(static_cast<unsigned char>(s[i])); ++i, scale /= 10) {
-      ms += (s[i] - '0') * scale;
-    }
-  }
-  return ms;
-}
-
-// The record's received_at (epoch ms, or an ISO-8601 UTC string), for the latency histogram.
-// The spool's Delivery does not carry it, and the record is what every sink sees anyway.
-std::optional<std::int64_t> received_at_ms(const std::string& record) {
-  thread_local simdjson::ondemand::parser parser;
-  const simdjson::padded_string padded(record);
-  simdjson::ondemand::document doc;
-  simdjson::ondemand::value value;
-  simdjson::ondemand::json_type type;
-  if (parser.iterate(padded).get(doc) || doc.find_field_unordered("received_at").get(value) ||
-      value.type().get(type)) {
-    return std::nullopt;
-  }
-  if (type == simdjson::ondemand::json_type::number) {
-    double number = 0;
-    if (value.get_double().get(number)) return std::nullopt;
-    return static_cast<std::int64_t>(number);
-  }
-  std::string_view text;
-  if (type != simdjson::ondemand::json_type::string || value.get_string().get(text))
-    return std::nullopt;
-  return parse_utc_ms(text);
 }
 
 class SinkRunner {
@@ -182,6 +137,7 @@ class SinkRunner {
   bool concurrent() const noexcept { return config_.exec_concurrency > 1; }
 
   void loop() {
+    ::pthread_setname_np(::pthread_self(), "tdhook-sink");
     for (;;) {
       {
         const std::lock_guard lock(mu_);
@@ -212,12 +168,11 @@ class SinkRunner {
     const std::int64_t started = wall_ms();
     const auto outcomes = sink_->deliver(*due);
     const std::int64_t finished = wall_ms();
-    bool recorded = true;
-    for (std::size_t i = 0; i < due->size(); ++i)
-      recorded &= settle((*due)[i], outcomes.at(i), started, finished);
+    const std::size_t count = due->size();
+    const bool recorded = settle_batch(*due, outcomes, started, finished);
     metrics_.set_spool_pending(spool_.pending_total());
     if (!recorded) spool_ok = false;
-    return recorded && due->size() == limit;
+    return recorded && count == limit;
   }
 
   // exec_concurrency N > 1: hand due deliveries that are not already running to the workers.
@@ -337,23 +292,23 @@ class SinkRunner {
     return static_cast<std::int64_t>(unrecorded_.size());
   }
 
-  // False when the spool could not record the outcome (it is kept, see record_or_keep).
-  bool settle(const Delivery& d, const DeliveryOutcome& outcome, std::int64_t started,
-              std::int64_t finished) {
+  // The outcome to record for one attempt, counted in the metrics and logged.
+  Outcome assess(Delivery d, const DeliveryOutcome& outcome, std::int64_t started,
+                 std::int64_t finished) {
     const Attempt attempt{d.attempts + 1, started, finished, outcome.ok, outcome.error};
     if (outcome.ok) {
-      const bool recorded = record_or_keep(Outcome{d, attempt, 0, false});
       metrics_.count_delivery(config_.name, "delivered");
-      if (const auto received = received_at_ms(d.record)) {
-        metrics_.observe_delivery_latency(config_.name,
-                                          static_cast<double>(finished - *received) / 1000.0);
+      if (d.received_at_ms > 0) {
+        metrics_.observe_delivery_latency(
+            config_.name, static_cast<double>(finished - d.received_at_ms) / 1000.0);
       }
-      log_.debug("delivered", fields(d).add("attempt", attempt.number));
-      return recorded;
+      if (log_.enabled(LogLevel::debug)) {
+        log_.debug("delivered", fields(d).add("attempt", attempt.number));
+      }
+      return Outcome{std::move(d), attempt, 0, false};
     }
     const bool dead = attempt.number >= config_.retry_max;
     const std::int64_t delay = dead ? 0 : retry_delay_ms(config_.retry_base, attempt.number);
-    const bool recorded = record_or_keep(Outcome{d, attempt, schedule_ms() + delay, dead});
     metrics_.count_delivery(config_.name, dead ? "dead" : "retried");
     auto f = fields(d).add("attempt", attempt.number).add("error", outcome.error);
     if (dead) {
@@ -361,7 +316,41 @@ class SinkRunner {
     } else {
       log_.warn("delivery failed, will retry", f.add("retry_in_ms", delay));
     }
-    return recorded;
+    return Outcome{std::move(d), attempt, schedule_ms() + delay, dead};
+  }
+
+  // False when the spool could not record the outcome (it is kept, see record_or_keep).
+  bool settle(const Delivery& d, const DeliveryOutcome& outcome, std::int64_t started,
+              std::int64_t finished) {
+    return record_or_keep(assess(d, outcome, started, finished));
+  }
+
+  // A batch's outcomes in one spool transaction; all kept for record_unrecorded() when the
+  // spool cannot write them. False when they were kept.
+  bool settle_batch(std::vector<Delivery>& batch, const std::vector<DeliveryOutcome>& outcomes,
+                    std::int64_t started, std::int64_t finished) {
+    std::vector<Outcome> assessed;
+    assessed.reserve(batch.size());
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      assessed.push_back(assess(std::move(batch[i]), outcomes.at(i), started, finished));
+    }
+    const std::lock_guard lock(unrecorded_mu_);
+    if (unrecorded_.empty()) {
+      std::vector<Spool::Mark> marks;
+      marks.reserve(assessed.size());
+      for (const auto& o : assessed) {
+        marks.push_back(Spool::Mark{&o.delivery, o.attempt, o.next_attempt_at, o.dead});
+      }
+      auto s = spool_.mark_batch(marks);
+      if (s) return true;
+      log_.error("spool: cannot record delivery outcomes; kept until the spool can write them",
+                 LogFields()
+                     .add("sink", config_.name)
+                     .add("count", static_cast<std::int64_t>(assessed.size()))
+                     .add("error", s.error().detail));
+    }
+    for (auto& o : assessed) unrecorded_.push_back(std::move(o));
+    return false;
   }
 
   LogFields fields(const Delivery& d) const {
@@ -408,7 +397,8 @@ Result<std::unique_ptr<Sink>> make_sink(const SinkConfig& config, const Logger& 
   const std::string_view spec = config.spec;
   if (spec == "stdout") return make_stdout_sink(1);
   if (spec.starts_with("file:"))
-    return make_file_sink(std::string(spec.substr(5)), config.file_max_bytes, log);
+    return make_file_sink(std::string(spec.substr(5)), config.file_max_bytes, config.file_sync,
+                          log);
   if (spec.starts_with("exec:")) return make_exec_sink(config, std::string(spec.substr(5)), log);
   if (spec.starts_with("exec-stream:"))
     return make_exec_stream_sink(config, std::string(spec.substr(12)), log);

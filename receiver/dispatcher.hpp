@@ -20,15 +20,18 @@
 namespace tdhook::receiver {
 
 struct SinkConfig {
-  std::string spec;            // as given: "stdout", "file:/var/log/td.ndjson", "exec:./x.sh"
-  std::string name;            // unique; the spool's sink key (default: spec)
-  PatternSet filter;           // empty = every event
+  std::string spec;   // as given: "stdout", "file:/var/log/td.ndjson", "exec:./x.sh"
+  std::string name;   // unique; the spool's sink key (default: spec)
+  PatternSet filter;  // empty = every event
   // file
   std::uint64_t file_max_bytes = 0;  // 0 = no size rotation
+  // fdatasync each batch before it counts as delivered: set with --durability power. Under
+  // process durability a write() that returned is as safe as the spool's own commit.
+  bool file_sync = true;
   // exec
   std::chrono::milliseconds exec_timeout{30000};
   int exec_concurrency = 1;
-  std::vector<std::string> pass_env;  // names added to PATH, HOME, LANG, TZ
+  std::vector<std::string> pass_env;          // names added to PATH, HOME, LANG, TZ
   std::size_t exec_output_limit = 64 * 1024;  // bytes of script output kept for the log
   // retries
   int retry_max = 8;                           // attempts in all, then dead

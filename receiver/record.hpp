@@ -24,8 +24,8 @@ struct RecordOptions {
 
 std::string build_record(const Event& event, const RecordOptions& options);
 
-// hook._id, timestamp and the SHA-256 of the exact payload bytes: Tiledesk's retries are
-// byte-identical, and two occurrences never share all three.
+// hook._id, timestamp and a 128-bit fingerprint (SipHash-2-4) of the exact payload bytes:
+// Tiledesk's retries are byte-identical, and two occurrences never share all three.
 std::string dedup_key(const Event& event);
 
 // A random UUID v4 (from the OpenSSL CSPRNG).

@@ -1,6 +1,8 @@
 #pragma once
-// The HTTP front of tdhook-receiver (cpp-httplib): limits, verification, the --events filter,
-// the event record, the durable spool, synchronous replies, /healthz and /metrics.
+// The HTTP front of tdhook-receiver: limits, verification, the --events filter, the event
+// record, the durable spool, synchronous replies, /healthz and /metrics. Plain HTTP is served by
+// the receiver's own event loop (http_loop.hpp); HTTPS by cpp-httplib's SSLServer, with the same
+// request handling.
 //
 // Per POST on --path: Content-Length > --max-body -> 413 without reading the body;
 // Content-Type not application/json -> 415; Verifier::verify (or Event::parse with --no-verify)

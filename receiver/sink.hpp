@@ -39,7 +39,7 @@ std::unique_ptr<Sink> make_stdout_sink(int fd);
 // Appends NDJSON to `path`, one fdatasync per batch; rotates to PATH.1.. when `max_bytes` > 0
 // and the file would grow past it. Fails (invalid_config) when the file cannot be opened.
 Result<std::unique_ptr<Sink>> make_file_sink(const std::string& path, std::uint64_t max_bytes,
-                                             const Logger& log);
+                                             bool sync, const Logger& log);
 
 // Runs `command` (config.spec after "exec:") once per delivery, the record on stdin.
 std::unique_ptr<Sink> make_exec_sink(const SinkConfig& config, std::string command,

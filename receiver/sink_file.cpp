@@ -22,8 +22,8 @@ std::string errno_text(std::string_view what) {
 
 class FileSink final : public Sink {
  public:
-  FileSink(std::string path, std::uint64_t max_bytes, const Logger& log)
-      : path_(std::move(path)), max_bytes_(max_bytes), log_(log) {}
+  FileSink(std::string path, std::uint64_t max_bytes, bool sync, const Logger& log)
+      : path_(std::move(path)), max_bytes_(max_bytes), sync_(sync), log_(log) {}
   ~FileSink() override { close_file(); }
   FileSink(const FileSink&) = delete;
   FileSink& operator=(const FileSink&) = delete;
@@ -56,7 +56,7 @@ class FileSink final : public Sink {
     }
   }
 
-  std::size_t batch_limit() const noexcept override { return 64; }
+  std::size_t batch_limit() const noexcept override { return 256; }
 
   void request_reopen() noexcept override { reopen_.store(true); }
 
@@ -69,11 +69,15 @@ class FileSink final : public Sink {
     }
     std::vector<DeliveryOutcome> outcomes;
     outcomes.reserve(batch.size());
-    for (const auto& d : batch) outcomes.push_back(append(d.record));
+    if (max_bytes_ == 0) {
+      append_all(batch, outcomes);
+    } else {
+      for (const auto& d : batch) outcomes.push_back(append(d.record));
+    }
     // One sync for the whole batch: nothing is marked delivered before it is on disk.
     const bool any_written = std::any_of(outcomes.begin(), outcomes.end(),
                                          [](const DeliveryOutcome& o) { return o.ok; });
-    if (any_written && fdatasync(fd_) != 0) {
+    if (sync_ && any_written && fdatasync(fd_) != 0) {
       const std::string error = errno_text("fdatasync " + path_);
       for (auto& o : outcomes) {
         if (o.ok) o = {false, error};
@@ -83,6 +87,26 @@ class FileSink final : public Sink {
   }
 
  private:
+  // Without rotation: the whole batch in one write.
+  void append_all(const std::vector<Delivery>& batch, std::vector<DeliveryOutcome>& outcomes) {
+    line_.clear();
+    for (const auto& d : batch) {
+      line_ += d.record;
+      line_ += '\n';
+    }
+    if (!write_fully(fd_, line_)) {
+      const DeliveryOutcome failed{false, errno_text("write " + path_)};
+      // Cut the partial batch off, so that the retry does not leave broken lines in the file.
+      if (ftruncate(fd_, static_cast<off_t>(size_)) != 0) {
+        log_.warn("file sink cannot truncate a partial line", LogFields().add("path", path_));
+      }
+      outcomes.assign(batch.size(), failed);
+      return;
+    }
+    size_ += line_.size();
+    outcomes.assign(batch.size(), DeliveryOutcome{true, {}});
+  }
+
   DeliveryOutcome append(const std::string& record) {
     line_.assign(record);
     line_ += '\n';
@@ -129,6 +153,7 @@ class FileSink final : public Sink {
 
   std::string path_;
   std::uint64_t max_bytes_;
+  bool sync_;
   Logger log_;
   int fd_ = -1;
   std::uint64_t size_ = 0;
@@ -139,8 +164,8 @@ class FileSink final : public Sink {
 }  // namespace
 
 Result<std::unique_ptr<Sink>> make_file_sink(const std::string& path, std::uint64_t max_bytes,
-                                             const Logger& log) {
-  auto sink = std::make_unique<FileSink>(path, max_bytes, log);
+                                             bool sync, const Logger& log) {
+  auto sink = std::make_unique<FileSink>(path, max_bytes, sync, log);
   if (std::string error = sink->open_file(); !error.empty()) {
     return Error{ErrorCode::invalid_config, "file sink: " + error};
   }

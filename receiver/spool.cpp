@@ -74,6 +74,25 @@ PutResult Spool::put(NewEvent event) {
   return std::move(self.result);
 }
 
+std::vector<PutResult> Spool::put_batch(std::vector<NewEvent> events) {
+  std::vector<PutResult> results;
+  if (impl_->options.read_only) {
+    results.assign(events.size(), failed("spool opened read-only"));
+    return results;
+  }
+  std::vector<PutWaiter> waiters(events.size());
+  std::vector<PutWaiter*> batch;
+  batch.reserve(events.size());
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    waiters[i].event = std::move(events[i]);
+    batch.push_back(&waiters[i]);
+  }
+  impl_->write_batch(batch);
+  results.reserve(waiters.size());
+  for (auto& waiter : waiters) results.push_back(std::move(waiter.result));
+  return results;
+}
+
 void Spool::Impl::write_batch(std::vector<PutWaiter*>& batch) noexcept {
   bool stored_any = false;
   try {

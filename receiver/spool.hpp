@@ -69,6 +69,7 @@ struct Delivery {
   std::int64_t timestamp_ms = 0;
   std::string record;
   int attempts = 0;  // attempts made so far
+  std::int64_t received_at_ms = 0;
 };
 
 struct Attempt {
@@ -113,6 +114,9 @@ class Spool {
   // Stores `event` durably (see Durability) unless it is a duplicate within the window, the
   // spool is full, or the disk fails. Blocks until committed. Never throws.
   PutResult put(NewEvent event);
+  // Stores several events in one transaction (one sync), as put() would each; one result per
+  // event, in order. For a caller that does its own batching (the receiver's spool writer).
+  std::vector<PutResult> put_batch(std::vector<NewEvent> events);
 
   // Up to `limit` pending deliveries of `sink` whose next attempt is due at `now_ms`, oldest first.
   Result<std::vector<Delivery>> due(const std::string& sink, std::int64_t now_ms,
@@ -121,6 +125,15 @@ class Spool {
   std::optional<std::int64_t> next_due(const std::string& sink);
 
   Status mark_delivered(const Delivery& d, const Attempt& attempt);
+  // Outcomes of a batch (a file sink's) in one transaction, each as mark_delivered (ok) or
+  // mark_failed would record it. All or nothing.
+  struct Mark {
+    const Delivery* delivery = nullptr;
+    Attempt attempt;
+    std::int64_t next_attempt_at_ms = 0;  // a failure that is not dead: when to try again
+    bool dead = false;
+  };
+  Status mark_batch(const std::vector<Mark>& marks);
   // A failed attempt: stays pending until `next_attempt_at_ms`, or becomes dead when `dead`.
   Status mark_failed(const Delivery& d, const Attempt& attempt, std::int64_t next_attempt_at_ms,
                      bool dead);

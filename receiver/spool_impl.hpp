@@ -88,8 +88,10 @@ struct Spool::Impl {
   // After a delivery of `event_row` left the pending state: one fewer pending event if it was
   // the event's last pending delivery.
   bool settle_event(std::int64_t event_row, detail::SqlFailure& failure);
-  Status mark(const Delivery& d, const Attempt& attempt, DeliveryState state,
-              std::int64_t next_attempt_at_ms);
+  // Records outcomes in one transaction.
+  Status mark(const std::vector<Spool::Mark>& marks);
+  bool mark_one(const Delivery& d, const Attempt& attempt, DeliveryState state,
+                std::int64_t next_attempt_at_ms, detail::SqlFailure& failure);
   Error sql_error(const detail::SqlFailure& failure) const;
 };
 

@@ -111,30 +111,41 @@ bool Spool::Impl::settle_event(std::int64_t event_row, SqlFailure& failure) {
   return true;
 }
 
-Status Spool::Impl::mark(const Delivery& d, const Attempt& attempt, DeliveryState state,
-                         std::int64_t next_attempt_at_ms) {
+bool Spool::Impl::mark_one(const Delivery& d, const Attempt& attempt, DeliveryState state,
+                           std::int64_t next_attempt_at_ms, SqlFailure& failure) {
+  std::int64_t changed = 0;
+  {
+    Query m(w.mark);
+    m.bind(1, to_string(state)).bind(2, attempt.number).bind(3, next_attempt_at_ms);
+    m.bind(4, attempt.ok ? std::string_view{} : std::string_view{attempt.error});
+    m.bind(5, spool_now_ms()).bind(6, d.sink).bind(7, d.event_row);
+    if (!step_done(write_db, m, failure)) return false;
+    changed = write_db.changes();
+  }
+  {
+    Query a(w.attempt_insert);
+    a.bind(1, d.event_row).bind(2, d.sink).bind(3, attempt.number);
+    a.bind(4, attempt.started_at_ms).bind(5, attempt.finished_at_ms);
+    a.bind(6, attempt.ok ? 1 : 0).bind(7, attempt.error);
+    if (!step_done(write_db, a, failure)) return false;
+  }
+  if (changed > 0 && state != DeliveryState::pending) return settle_event(d.event_row, failure);
+  return true;
+}
+
+Status Spool::Impl::mark(const std::vector<Spool::Mark>& marks) {
   if (options.read_only) return read_only_error();
   std::lock_guard lock(write_mutex);
   SqlFailure failure;
   detail::Transaction txn(write_db);
   bool ok = txn.begin(failure) && sync_external_changes(failure);
-  std::int64_t changed = 0;
-  if (ok) {
-    Query m(w.mark);
-    m.bind(1, to_string(state)).bind(2, attempt.number).bind(3, next_attempt_at_ms);
-    m.bind(4, attempt.ok ? std::string_view{} : std::string_view{attempt.error});
-    m.bind(5, spool_now_ms()).bind(6, d.sink).bind(7, d.event_row);
-    ok = step_done(write_db, m, failure);
-    changed = write_db.changes();
+  for (std::size_t i = 0; ok && i < marks.size(); ++i) {
+    const auto& m = marks[i];
+    const auto state = m.attempt.ok ? DeliveryState::delivered
+                       : m.dead     ? DeliveryState::dead
+                                    : DeliveryState::pending;
+    ok = mark_one(*m.delivery, m.attempt, state, m.attempt.ok ? 0 : m.next_attempt_at_ms, failure);
   }
-  if (ok) {
-    Query a(w.attempt_insert);
-    a.bind(1, d.event_row).bind(2, d.sink).bind(3, attempt.number);
-    a.bind(4, attempt.started_at_ms).bind(5, attempt.finished_at_ms);
-    a.bind(6, attempt.ok ? 1 : 0).bind(7, attempt.error);
-    ok = step_done(write_db, a, failure);
-  }
-  if (ok && changed > 0 && state != DeliveryState::pending) ok = settle_event(d.event_row, failure);
   if (ok) ok = txn.commit(failure);
   if (!ok) {
     data_version = -1;  // the in-memory count may have moved: re-read it next time
@@ -146,13 +157,14 @@ Status Spool::Impl::mark(const Delivery& d, const Attempt& attempt, DeliveryStat
 }
 
 Status Spool::mark_delivered(const Delivery& d, const Attempt& attempt) {
-  return impl_->mark(d, attempt, DeliveryState::delivered, 0);
+  return impl_->mark({Mark{&d, attempt, 0, false}});
 }
+
+Status Spool::mark_batch(const std::vector<Mark>& marks) { return impl_->mark(marks); }
 
 Status Spool::mark_failed(const Delivery& d, const Attempt& attempt,
                           std::int64_t next_attempt_at_ms, bool dead) {
-  return impl_->mark(d, attempt, dead ? DeliveryState::dead : DeliveryState::pending,
-                     next_attempt_at_ms);
+  return impl_->mark({Mark{&d, attempt, next_attempt_at_ms, dead}});
 }
 
 Result<std::int64_t> Spool::retry(const std::optional<std::string>& delivery_id, bool all_dead) {
@@ -252,6 +264,7 @@ Result<std::vector<Delivery>> Spool::due(const std::string& sink, std::int64_t n
     d.timestamp_ms = q.integer(6);
     d.record = q.text(7);
     d.attempts = static_cast<int>(q.integer(8));
+    d.received_at_ms = q.integer(9);
     out.push_back(std::move(d));
   }
   if (rc != SQLITE_DONE) return s.sql_error(s.read_db.last_failure(rc));

@@ -83,7 +83,7 @@ bool prepare_read_statements(detail::Connection& db, ReadStatements& r,
       {
           {&r.due,
            "SELECT d.event_row, e.delivery_id, d.sink, e.event, e.project_id, "
-           "e.subscription_id, e.timestamp, e.record, d.attempts FROM deliveries d "
+           "e.subscription_id, e.timestamp, e.record, d.attempts, e.received_at FROM deliveries d "
            "JOIN events e ON e.row=d.event_row WHERE d.sink=?1 AND d.state='pending' AND "
            "d.next_attempt_at<=?2 ORDER BY d.next_attempt_at, d.event_row LIMIT ?3"},
           {&r.next_due,
