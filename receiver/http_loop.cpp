@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <limits>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -219,7 +220,9 @@ class EventLoop {
       for (int i = 0; i < n; ++i) {
         const int fd = events[i].data.fd;
         if (fd == listen_fd_ && listening_) {
-          accept_all();
+          // One connection per wake-up: while this loop serves it, another loop takes the
+          // next, so that a burst of keep-alive connections does not all land on one thread.
+          accept_some(1);
         } else if (fd == wake_fd_) {
           std::uint64_t value = 0;
           [[maybe_unused]] const auto r = ::read(wake_fd_, &value, sizeof value);
@@ -254,8 +257,10 @@ class EventLoop {
     return !listening_ && conns_.empty() && outstanding_ == 0;
   }
 
-  void accept_all() {
-    while (listening_) {
+  void accept_all() { accept_some(std::numeric_limits<std::size_t>::max()); }
+
+  void accept_some(std::size_t most) {
+    for (std::size_t taken = 0; listening_ && taken < most;) {
       sockaddr_storage addr{};
       socklen_t len = sizeof addr;
       const int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len,
@@ -294,6 +299,7 @@ class EventLoop {
       }
       conns_.emplace(fd, std::move(c));
       s_.open.fetch_add(1);
+      ++taken;
     }
   }
 

@@ -5,6 +5,7 @@
 // that finds no leader becomes the leader, takes everything queued, writes it in one
 // transaction and wakes the others. Whoever queued while a leader was writing is taken by the
 // next leader, so a batch grows with the load and a lone caller never waits for company.
+#include <pthread.h>
 #include <sys/statvfs.h>
 
 #include <algorithm>
@@ -37,7 +38,31 @@ std::int64_t steady_ms() {
 }  // namespace
 
 Spool::Spool(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Spool::~Spool() = default;
+Spool::~Spool() { impl_->stop_checkpointer(); }
+
+void Spool::Impl::checkpoint_loop() {
+  ::pthread_setname_np(::pthread_self(), "tdhook-ckpt");
+  std::unique_lock lock(checkpoint_mutex);
+  while (!checkpoint_stop) {
+    checkpoint_cv.wait_for(lock, std::chrono::milliseconds(200));
+    if (checkpoint_stop) break;
+    lock.unlock();
+    // PASSIVE: copies what no reader still needs, never waits for the writer or readers.
+    int log_frames = 0, checkpointed = 0;
+    sqlite3_wal_checkpoint_v2(checkpoint_db.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
+                              &checkpointed);
+    lock.lock();
+  }
+}
+
+void Spool::Impl::stop_checkpointer() {
+  {
+    std::lock_guard lock(checkpoint_mutex);
+    checkpoint_stop = true;
+  }
+  checkpoint_cv.notify_all();
+  if (checkpointer.joinable()) checkpointer.join();
+}
 
 PutResult Spool::put(NewEvent event) {
   Impl& s = *impl_;

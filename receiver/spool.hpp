@@ -32,6 +32,10 @@ struct SpoolOptions {
   std::chrono::milliseconds dedup_window{24 * 3600 * 1000};
   std::size_t max_pending = 100000;  // put() answers full beyond this
   bool read_only = false;            // for `tdhook spool ls/show`
+  // Checkpoint the write-ahead log from a background thread (the receiver) instead of in the
+  // commit that crosses SQLite's threshold: that commit, and every answer waiting on it, would
+  // otherwise pay for copying the log into the database and syncing it.
+  bool background_checkpoint = false;
 };
 
 // An event to store. `record` is the complete event record (one JSON object, no newline) that

@@ -8,6 +8,7 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "spool.hpp"
@@ -64,6 +65,15 @@ struct Spool::Impl {
   std::atomic<std::int64_t> last_probe_ms{0};  // steady clock, of probe_writable()
   std::atomic<std::uint64_t> commits{0};
   std::int64_t last_dedup_expiry_ms = 0;
+
+  // Background checkpoints (SpoolOptions::background_checkpoint).
+  detail::Connection checkpoint_db;
+  std::thread checkpointer;
+  std::mutex checkpoint_mutex;
+  std::condition_variable checkpoint_cv;
+  bool checkpoint_stop = false;
+  void checkpoint_loop();
+  void stop_checkpointer();
 
   std::mutex callback_mutex;
   std::function<void()> on_commit;

@@ -142,13 +142,22 @@ Status enable_wal(Connection& db, const std::filesystem::path& path) {
   return Ok{};
 }
 
-Status configure(Connection& db, const SpoolOptions& options, const std::filesystem::path& path) {
-  if (auto s = enable_wal(db, path); !s) return s;
+Status configure(Connection& db, const SpoolOptions& options, const std::filesystem::path& path,
+                 bool fresh) {
   SqlFailure failure;
+  // An event record is a few KB: with 16 KiB pages most records fit a page beside others
+  // instead of spilling into overflow chains, and a commit writes a quarter of the WAL frames.
+  // Only a new file can take it (before WAL mode and the first table).
+  if (fresh && !db.exec("PRAGMA page_size=16384", failure)) {
+    return open_error(path, detail::describe(failure));
+  }
+  if (auto s = enable_wal(db, path); !s) return s;
   const char* sync = options.durability == Durability::power ? "PRAGMA synchronous=FULL"
                                                              : "PRAGMA synchronous=NORMAL";
   // A large write burst must not leave a WAL file of that size behind for ever.
-  if (!db.exec(sync, failure) || !db.exec("PRAGMA journal_size_limit=67108864", failure)) {
+  // 8 MiB of page cache: the pages a batch touches stay in memory between batches.
+  if (!db.exec(sync, failure) || !db.exec("PRAGMA journal_size_limit=67108864", failure) ||
+      !db.exec("PRAGMA cache_size=-8192", failure)) {
     return open_error(path, detail::describe(failure));
   }
   return Ok{};
@@ -235,7 +244,7 @@ Result<std::unique_ptr<Spool>> Spool::open(const SpoolOptions& options) {
                                 std::to_string(kSchemaVersion) + "): " + detail::describe(failure));
   }
   if (!options.read_only) {
-    if (auto s = configure(*main_db, options, path); !s) return std::move(s).error();
+    if (auto s = configure(*main_db, options, path, fresh); !s) return std::move(s).error();
     if (fresh) {
       if (auto s = create_schema(*main_db, path); !s) return std::move(s).error();
     }
@@ -256,6 +265,20 @@ Result<std::unique_ptr<Spool>> Spool::open(const SpoolOptions& options) {
   if (!prepare_read_statements(impl->read_db, impl->r, failure)) {
     return open_error(path, "not the schema of a tdhook spool (version " +
                                 std::to_string(kSchemaVersion) + "): " + detail::describe(failure));
+  }
+  if (!options.read_only && options.background_checkpoint) {
+    std::int64_t probe = 0;
+    auto checkpointer = connect(path, false);
+    if (!checkpointer) return std::move(checkpointer).error();
+    impl->checkpoint_db = std::move(*checkpointer);
+    // A connection learns that the file is in WAL mode when it first reads it; until then a
+    // checkpoint does nothing.
+    if (!single_integer(impl->checkpoint_db, "PRAGMA schema_version", probe, failure)) {
+      return open_error(path, detail::describe(failure));
+    }
+    sqlite3_wal_autocheckpoint(impl->write_db.get(), 0);
+    Spool::Impl* self = impl.get();
+    impl->checkpointer = std::thread([self] { self->checkpoint_loop(); });
   }
   if (options.read_only) {
     // Only for pending_total(); a read-only spool never changes it.

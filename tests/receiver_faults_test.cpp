@@ -433,7 +433,7 @@ TEST_SUITE("receiver faults") {
       CHECK(read_file(data / "spool.db-wal") == log);
     }
     SUBCASE("a data directory on a read-only file system") {
-      Tmpfs disk(dir / "ro", 1024 * 1024);
+      Tmpfs disk(dir / "ro", 8 * 1024 * 1024);
       REQUIRE_MESSAGE(disk.mounted(), disk.error());
       SUBCASE("empty") {
         REQUIRE(disk.remount_read_only());
