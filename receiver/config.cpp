@@ -149,7 +149,8 @@ const std::vector<Key>& receiver_keys() {
       {"max_pending", Kind::scalar, "undelivered events before answering 503 (default 100000)"},
       {"durability", Kind::scalar, "process|power: what a 200 survives (default process)"},
       {"events", Kind::scalar, "comma-separated event patterns to keep (default: all)"},
-      {"sink", Kind::list, "stdout | file:PATH | exec:COMMAND (repeatable; default stdout)"},
+      {"sink", Kind::list,
+       "stdout | file:PATH | exec:COMMAND | exec-stream:COMMAND (repeatable; default stdout)"},
       {"file_max_bytes", Kind::scalar, "rotate file sinks at this size (default: never)"},
       {"exec_timeout", Kind::scalar, "exec sink timeout (default 30s)"},
       {"exec_concurrency", Kind::scalar, "parallel runs per exec sink (default 1)"},
@@ -345,9 +346,9 @@ Result<SinkConfig> sink_from_table(const TomlDocument& doc, const TomlTable& tab
     if (key == "spec") spec = &value;
   }
   if (spec == nullptr || spec->kind != TomlValue::Kind::string) {
-    return Error{ErrorCode::invalid_config,
-                 toml_where(doc, table.line) +
-                     "[[sink]] needs spec = \"stdout\", \"file:PATH\" or \"exec:COMMAND\""};
+    return Error{ErrorCode::invalid_config, toml_where(doc, table.line) +
+                                                "[[sink]] needs spec = \"stdout\", \"file:PATH\", "
+                                                "\"exec:COMMAND\" or \"exec-stream:COMMAND\""};
   }
   auto sink = parse_sink_spec(spec->text);
   if (!sink)

@@ -432,7 +432,8 @@ Result<SinkConfig> parse_sink_spec(std::string_view spec) {
     return config;
   }
   return Error{ErrorCode::invalid_config,
-               "unknown sink \"" + config.spec + "\" (expected stdout, file:PATH or exec:COMMAND)"};
+               "unknown sink \"" + config.spec +
+                   "\" (expected stdout, file:PATH, exec:COMMAND or exec-stream:COMMAND)"};
 }
 
 struct Dispatcher::Impl {
