@@ -1,0 +1,698 @@
+#pragma once
+// The fuzzed entry points, shared by the libFuzzer targets (fuzz/fuzz_*.cpp, clang) and by
+// tests/fuzz_regression_test.cpp (gcc, the normal test binary), so that every seed and every
+// input that once crashed goes through exactly the same code in both.
+//
+// Each entry point takes arbitrary bytes, runs them through the library (or the receiver's and
+// tools' readers) and returns a Report. A crash, a sanitizer report or an uncaught exception is
+// a finding; so is a non-empty Report::problem: an oracle below saw an inconsistent answer
+// (an error without a detail, an unexpected error code, a byte span that is not the value it
+// claims to be, a claim that an independent JSON parser reads differently, a pattern that
+// matches where the documented rules say it must not, ...).
+//
+// Keys and secrets are the test fixtures' (tests/fixtures/keys, verify-vectors.json), read from
+// TDHOOK_SOURCE_DIR, so that seeds signed with them reach every check of the verifier.
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base64.hpp"
+#include "config.hpp"
+#include "config_file.hpp"
+#include "http_request.hpp"
+#include "jws.hpp"
+#include "jws_sign.hpp"
+#include "tdhook/event.hpp"
+#include "tdhook/models.hpp"
+#include "tdhook/pattern.hpp"
+#include "tdhook/sign.hpp"
+#include "tdhook/verify.hpp"
+
+#ifndef TDHOOK_SOURCE_DIR
+#error "TDHOOK_SOURCE_DIR must name the source tree (the fixtures' keys are read from it)"
+#endif
+
+namespace tdhook::fuzz {
+
+// The fixtures' subscription secrets, global HS256 secret and clock (verify-vectors.json).
+inline constexpr std::string_view kSecret = "56c189c8-33ae-4930-bd98-410a12aa45ce";
+inline constexpr std::string_view kSecret2 = "0060287d-9486-4f00-a4db-a254f998dbd1";
+inline constexpr std::string_view kGlobalSecret = "global-shared-secret-for-tests";
+inline constexpr std::int64_t kNowMs = 1764150000000;
+// The hook the JWS target wraps its tokens in (the one of valid_hs256_lead_create).
+inline constexpr std::string_view kHookId = "5c879fb4f1ae6600173b8c75";
+inline constexpr std::string_view kHookEvent = "lead.create";
+inline constexpr std::string_view kHookProject = "5b55e806c93dde00143163dd";
+
+struct Report {
+  std::string problem;    // empty: every oracle agreed
+  bool accepted = false;  // the entry point's main call succeeded (for the tests' sanity checks)
+};
+
+namespace oracle {
+
+using nlohmann::json;
+
+inline void note(Report& r, const std::string& what) {
+  if (r.problem.empty()) r.problem = what;
+}
+
+// nlohmann's reading of `text`, or a discarded value when it refuses it (then no oracle that
+// needs it applies: simdjson and nlohmann differ on a few edge cases, such as big integers).
+inline json parse_json(std::string_view text) {
+  return json::parse(text.begin(), text.end(), nullptr, false);
+}
+
+inline const json* member(const json& object, const char* key) {
+  if (!object.is_object()) return nullptr;
+  auto it = object.find(key);
+  return it == object.end() ? nullptr : &*it;
+}
+
+inline bool string_member_is(const json& object, const char* key, std::string_view want) {
+  const json* v = member(object, key);
+  return v != nullptr && v->is_string() && v->get_ref<const std::string&>() == want;
+}
+
+inline std::string read_source_file(const char* relative) {
+  std::ifstream in(std::string(TDHOOK_SOURCE_DIR) + "/" + relative, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// An error must carry a code from `allowed` and a detail for humans.
+template <class T, std::size_t N>
+void check_error(Report& r, const Result<T>& result, const char* call,
+                 const ErrorCode (&allowed)[N]) {
+  if (result.ok()) return;
+  const Error& e = result.error();
+  bool known = false;
+  for (ErrorCode c : allowed) known |= e.code == c;
+  if (!known)
+    note(r, std::string(call) + ": unexpected error code " + std::string(to_string(e.code)));
+  if (e.detail.empty()) note(r, std::string(call) + ": error without a detail");
+}
+
+inline constexpr ErrorCode kVerifyCodes[] = {ErrorCode::missing_secret_header,
+                                             ErrorCode::secret_mismatch,
+                                             ErrorCode::malformed_body,
+                                             ErrorCode::malformed_envelope,
+                                             ErrorCode::missing_token,
+                                             ErrorCode::token_malformed,
+                                             ErrorCode::token_alg_not_allowed,
+                                             ErrorCode::token_bad_signature,
+                                             ErrorCode::token_claims_mismatch,
+                                             ErrorCode::token_hook_mismatch,
+                                             ErrorCode::stale};
+inline constexpr ErrorCode kParseCodes[] = {ErrorCode::malformed_body,
+                                            ErrorCode::malformed_envelope};
+inline constexpr ErrorCode kModelCodes[] = {ErrorCode::payload_mismatch};
+inline constexpr ErrorCode kConfigCodes[] = {ErrorCode::invalid_config};
+inline constexpr ErrorCode kInputCodes[] = {ErrorCode::invalid_input};
+
+// The keys a verifier may hold: every algorithm the library supports, from the test fixtures.
+inline std::vector<GlobalKey> fixture_global_keys() {
+  const std::string rsa = read_source_file("tests/fixtures/keys/rs256-public.pem");
+  return {{Algorithm::rs256, rsa},
+          {Algorithm::rs384, rsa},
+          {Algorithm::rs512, rsa},
+          {Algorithm::ps256, rsa},
+          {Algorithm::es256, read_source_file("tests/fixtures/keys/es256-public.pem")},
+          {Algorithm::es384, read_source_file("tests/fixtures/keys/es384-public.pem")},
+          {Algorithm::hs256, std::string(kGlobalSecret)}};
+}
+
+inline Verifier make_verifier(VerifyMode mode, std::int64_t max_age_s, bool global_keys) {
+  VerifierOptions o;
+  o.secrets = {std::string(kSecret), std::string(kSecret2)};
+  if (global_keys) o.global_keys = fixture_global_keys();
+  o.mode = mode;
+  o.max_age = std::chrono::seconds(max_age_s);
+  o.clock = [] { return kNowMs; };
+  auto v = Verifier::create(std::move(o));
+  if (!v) {
+    // Only a missing fixture gets here; every input would then look like a finding.
+    std::fprintf(stderr, "fuzz: cannot create the verifier: %s\n", v.error().detail.c_str());
+    std::abort();
+  }
+  return std::move(v).value();
+}
+
+struct Verifiers {
+  Verifier both = make_verifier(VerifyMode::both, 300, false);
+  Verifier token_global = make_verifier(VerifyMode::token_only, 300, true);
+  Verifier header_only = make_verifier(VerifyMode::header_only, 0, false);
+};
+
+inline const Verifiers& verifiers() {
+  static const Verifiers v;
+  return v;
+}
+
+// Every typed accessor: a model either reads or fails cleanly, and what it keeps as `json` is
+// the payload, compacted.
+// `checked` is the last model json found equal to the payload: models keep the same compact
+// text, so it is parsed again only when it differs.
+template <class T>
+void check_model(Report& r, const Result<T>& model, const char* name, const json& payload,
+                 std::string& checked) {
+  check_error(r, model, name, kModelCodes);
+  if (!model.ok() || payload.is_discarded() || model->json == checked) return;
+  const json kept = parse_json(model->json);
+  if (kept.is_discarded() || kept != payload)
+    note(r, std::string(name) + "(): its json is not the payload");
+  else
+    checked = model->json;
+}
+
+inline void check_models(Report& r, const Event& e, const json& payload) {
+  std::string checked;
+  check_model(r, e.request(), "request", payload, checked);
+  check_model(r, e.message(), "message", payload, checked);
+  check_model(r, e.lead(), "lead", payload, checked);
+  check_model(r, e.faq(), "faq", payload, checked);
+  check_model(r, e.faq_kb(), "faq_kb", payload, checked);
+  check_model(r, e.project_user(), "project_user", payload, checked);
+  check_model(r, e.department(), "department", payload, checked);
+  check_model(r, e.group(), "group", payload, checked);
+  check_model(r, e.project(), "project", payload, checked);
+  check_model(r, e.user(), "user", payload, checked);
+  check_model(r, e.custom_event(), "custom_event", payload, checked);
+  check_model(r, e.operator_select(), "operator_select", payload, checked);
+  check_model(r, e.request_close(), "request_close", payload, checked);
+}
+
+// An accepted envelope, read again by nlohmann: the same hook, timestamp, and byte spans that
+// hold exactly the payload, hook and token values.
+inline void check_event(Report& r, const Event& e, std::string_view body) {
+  if (e.body() != body) note(r, "Event::body() is not the body");
+  if (e.name().empty() || e.name() != e.hook().event)
+    note(r, "event name is empty or not hook.event");
+  const json whole = parse_json(body);
+  json payload(json::value_t::discarded);
+  if (!whole.is_discarded()) {
+    const json* hook = member(whole, "hook");
+    const json* p = member(whole, "payload");
+    const json* ts = member(whole, "timestamp");
+    if (!whole.is_object() || hook == nullptr || p == nullptr || ts == nullptr) {
+      note(r, "an accepted envelope lacks hook, payload or timestamp for nlohmann");
+      return;
+    }
+    payload = *p;
+    if (!string_member_is(*hook, "_id", e.hook().id) ||
+        !string_member_is(*hook, "event", e.hook().event) ||
+        !string_member_is(*hook, "id_project", e.hook().project_id))
+      note(r, "hook _id, event or id_project read differently by nlohmann");
+    if (!ts->is_number() || *ts != json(e.timestamp())) note(r, "timestamp read differently");
+    if (parse_json(e.payload_json()) != *p) note(r, "payload_json() is not the payload value");
+    if (parse_json(e.hook_json()) != *hook) note(r, "hook_json() is not the hook value");
+    const json* token = member(whole, "token");
+    if (token != nullptr && token->is_string() && e.token().find('\\') == std::string_view::npos &&
+        e.token() != token->get_ref<const std::string&>())
+      note(r, "token() is not the token value");
+  }
+  check_models(r, e, payload);
+}
+
+inline bool same_envelope(const Event& a, const Event& b) {
+  return a.body() == b.body() && a.hook().id == b.hook().id && a.hook().event == b.hook().event &&
+         a.hook().project_id == b.hook().project_id && a.hook().target == b.hook().target &&
+         a.hook().version == b.hook().version && a.timestamp() == b.timestamp() &&
+         a.payload_json() == b.payload_json() && a.hook_json() == b.hook_json() &&
+         a.token() == b.token();
+}
+
+// A verified token, read again by nlohmann: the claims the verifier accepted are Tiledesk's and
+// name the body's hook; the header names the algorithm that verified it.
+inline void check_verified_token(Report& r, const Event& e, std::int64_t max_age_s) {
+  auto parts = detail::split_compact_jws(e.token());
+  if (!parts) {
+    note(r, "a verified token does not split");
+    return;
+  }
+  const json header = parse_json(parts->header);
+  const json claims = parse_json(parts->claims);
+  if (header.is_discarded() || claims.is_discarded()) return;
+  const auto& v = e.verification();
+  if (!v.token_alg || !string_member_is(header, "alg", to_string(*v.token_alg)))
+    note(r, "the header's alg is not the algorithm that verified the token");
+  if (member(header, "crit") != nullptr) note(r, "a header with crit was accepted");
+  const json* id = member(claims, "_id");
+  if (id == nullptr || !id->is_string()) {
+    note(r, "a verified token has no string _id");
+    return;
+  }
+  const std::string aud = v.global_key
+                              ? std::string("https://tiledesk.com")
+                              : "https://tiledesk.com/subscriptions/" + id->get<std::string>();
+  if (!string_member_is(claims, "iss", "https://tiledesk.com") ||
+      !string_member_is(claims, "sub", "subscription") || !string_member_is(claims, "aud", aud))
+    note(r, "a verified token's iss, sub or aud is not Tiledesk's");
+  if (!string_member_is(claims, "_id", e.hook().id) ||
+      !string_member_is(claims, "event", e.hook().event) ||
+      !string_member_is(claims, "id_project", e.hook().project_id))
+    note(r, "a verified token does not name the body's hook");
+  const json* iat = member(claims, "iat");
+  if (iat == nullptr || !iat->is_number()) {
+    note(r, "a verified token has no numeric iat");
+  } else if (max_age_s > 0) {
+    const double age_ms = static_cast<double>(kNowMs) - iat->get<double>() * 1000.0;
+    if (age_ms > max_age_s * 1000.0 || -age_ms > max_age_s * 1000.0)
+      note(r, "a stale token was accepted");
+  }
+}
+
+// Strict base64url as RFC 4648 §5 and RFC 7515 want it, written independently of base64.cpp.
+inline std::optional<std::string> reference_base64url(std::string_view text) {
+  if (text.size() % 4 == 1) return std::nullopt;
+  std::string out;
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (char c : text) {
+    int v = -1;
+    if (c >= 'A' && c <= 'Z')
+      v = c - 'A';
+    else if (c >= 'a' && c <= 'z')
+      v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9')
+      v = c - '0' + 52;
+    else if (c == '-')
+      v = 62;
+    else if (c == '_')
+      v = 63;
+    if (v < 0) return std::nullopt;
+    acc = ((acc << 6) | static_cast<std::uint32_t>(v)) & 0xFFFFFu;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xFFu));
+    }
+  }
+  if (bits > 0 && (acc & ((1u << bits) - 1)) != 0) return std::nullopt;
+  return out;
+}
+
+// JSON string escaping for a token put back into a body (raw bytes otherwise kept).
+inline std::string json_quote(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(u));
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+inline std::vector<std::string_view> split(std::string_view text, char sep) {
+  std::vector<std::string_view> out;
+  while (true) {
+    const auto at = text.find(sep);
+    out.push_back(text.substr(0, at));
+    if (at == std::string_view::npos) return out;
+    text.remove_prefix(at + 1);
+  }
+}
+
+inline std::string_view trim_blanks(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// pattern.hpp's rules, written again from its comment: the parsed segments of a valid set.
+inline std::optional<std::vector<std::vector<std::string_view>>> reference_patterns(
+    std::string_view text) {
+  std::vector<std::vector<std::string_view>> out;
+  const auto items = split(text, ',');
+  for (std::size_t n = 0; n < items.size(); ++n) {
+    const auto item = trim_blanks(items[n]);
+    if (item.empty()) {
+      // "a,,b" and ",a" name an empty pattern; a final comma ("a,") is tolerated, as is "".
+      if (n + 1 != items.size()) return std::nullopt;
+      continue;
+    }
+    auto segments = split(item, '.');
+    for (std::size_t i = 0; i < segments.size(); ++i) {
+      const auto s = segments[i];
+      if (s.empty()) return std::nullopt;
+      if (s == "**" && i + 1 != segments.size()) return std::nullopt;
+      if (s != "*" && s != "**" && s.find('*') != std::string_view::npos) return std::nullopt;
+    }
+    out.push_back(std::move(segments));
+  }
+  return out;
+}
+
+inline bool reference_match(const std::vector<std::string_view>& pattern,
+                            const std::vector<std::string_view>& event) {
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] == "**") return event.size() > i;
+    if (i >= event.size()) return false;
+    if (pattern[i] != "*" && pattern[i] != event[i]) return false;
+  }
+  return event.size() == pattern.size();
+}
+
+// The config reader takes a file name: the input goes into a memory file, reached as
+// /proc/self/fd/N, rewritten for every input.
+class MemoryFile {
+ public:
+  MemoryFile() : fd_(::memfd_create("tdhook-fuzz-config", MFD_CLOEXEC)) {}
+  ~MemoryFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  MemoryFile(const MemoryFile&) = delete;
+  MemoryFile& operator=(const MemoryFile&) = delete;
+  bool write(std::string_view text) {
+    if (fd_ < 0 || ::ftruncate(fd_, 0) != 0) return false;
+    std::size_t done = 0;
+    while (done < text.size()) {
+      const ssize_t n =
+          ::pwrite(fd_, text.data() + done, text.size() - done, static_cast<off_t>(done));
+      if (n <= 0) return false;
+      done += static_cast<std::size_t>(n);
+    }
+    return true;
+  }
+  std::string path() const { return "/proc/self/fd/" + std::to_string(fd_); }
+
+ private:
+  int fd_;
+};
+
+}  // namespace oracle
+
+// 1. The envelope: Event::parse, Verifier::verify in its three modes, the typed models.
+inline Report envelope(std::string_view body) {
+  using namespace oracle;
+  Report r;
+  const auto& v = verifiers();
+  const auto parsed = Event::parse(body);
+  check_error(r, parsed, "Event::parse", kParseCodes);
+  if (parsed.ok()) check_event(r, *parsed, body);
+  r.accepted = parsed.ok();
+
+  const Headers headers = {{"Content-Type", "application/json"},
+                           {"X-Hook-Secret", std::string(kSecret)}};
+  struct Run {
+    const char* name;
+    Result<Event> result;
+    std::int64_t max_age_s;
+  };
+  Run runs[] = {{"verify(both)", v.both.verify(headers, body), 300},
+                {"verify(token, global keys)", v.token_global.verify(std::nullopt, body), 300},
+                {"verify(header)", v.header_only.verify(kSecret, body), 0}};
+  for (const auto& run : runs) {
+    check_error(r, run.result, run.name, kVerifyCodes);
+    if (!parsed.ok()) {
+      // The secret is right, so the first failing check is the envelope's, with the same code.
+      if (run.result.ok() || run.result.error().code != parsed.error().code)
+        note(r, std::string(run.name) + " does not fail as Event::parse does");
+      continue;
+    }
+    if (!run.result.ok()) continue;
+    const Event& e = *run.result;
+    if (!same_envelope(e, *parsed)) note(r, std::string(run.name) + " reads another envelope");
+    if (e.verification().describe().empty()) note(r, "empty verification description");
+    if (e.verification().token_alg) check_verified_token(r, e, run.max_age_s);
+  }
+  // A wrong secret is refused before anything is parsed.
+  auto wrong = v.both.verify(std::string_view("not-the-secret"), body);
+  if (wrong.ok() || wrong.error().code != ErrorCode::secret_mismatch)
+    note(r, "a wrong x-hook-secret was not refused first");
+  return r;
+}
+
+// 2. The compact JWS decoder and the signature and claim checks. Two forms of input:
+//   - a token (anything not starting with '{'): split and decoded, every key tries it, and it is
+//     verified inside an envelope built around the fuzz hook;
+//   - '{' header JSON, '\n', claims JSON: encoded and signed here with the subscription secret,
+//     so that the header and claims parsers behind a valid signature get fuzzed too.
+inline Report jws(std::string_view input) {
+  using namespace oracle;
+  Report r;
+  std::string token;
+  const bool signed_here = !input.empty() && input.front() == '{';
+  if (signed_here) {
+    const auto nl = input.find('\n');
+    const auto header = input.substr(0, nl);
+    const auto claims = nl == std::string_view::npos ? std::string_view{} : input.substr(nl + 1);
+    std::string signing_input =
+        detail::base64url_encode(header) + "." + detail::base64url_encode(claims);
+    auto sig = detail::jws_sign(SigningKey{Algorithm::hs256, std::string(kSecret)}, signing_input);
+    if (!sig) {
+      note(r, "jws_sign failed with the subscription secret");
+      return r;
+    }
+    token = signing_input + "." + detail::base64url_encode(*sig);
+  } else {
+    token = std::string(input);
+  }
+
+  const auto split_token = detail::split_compact_jws(token);
+  r.accepted = split_token.has_value();
+  // The reference: three dot-separated parts, each strict base64url, header and claims not empty.
+  const auto parts = split(token, '.');
+  std::optional<std::string> ref[3];
+  if (parts.size() == 3)
+    for (int i = 0; i < 3; ++i) ref[i] = reference_base64url(parts[i]);
+  const bool ref_ok =
+      parts.size() == 3 && ref[0] && ref[1] && ref[2] && !ref[0]->empty() && !ref[1]->empty();
+  if (ref_ok != split_token.has_value()) {
+    note(r, split_token ? "split_compact_jws accepted a token that is not strict compact JWS"
+                        : "split_compact_jws refused a strict compact JWS");
+  } else if (split_token) {
+    if (split_token->header != *ref[0] || split_token->claims != *ref[1] ||
+        split_token->signature != *ref[2])
+      note(r, "split_compact_jws decoded a part differently");
+    if (split_token->signing_input !=
+        std::string_view(token).substr(0, parts[0].size() + 1 + parts[1].size()))
+      note(r, "signing_input is not the first two parts");
+    if (detail::base64url_encode(split_token->header) != parts[0])
+      note(r, "base64url_encode(decode(header)) is not the header");
+  }
+
+  // Every key tries the token; only the subscription secret's HMAC may verify a token signed here.
+  static const auto keys = [] {
+    std::vector<std::unique_ptr<detail::VerifyKey>> out;
+    for (const auto& g : fixture_global_keys()) {
+      auto k = g.alg == Algorithm::hs256 ? detail::VerifyKey::hmac(g.alg, g.material, true)
+                                         : detail::VerifyKey::public_key(g.alg, g.material);
+      if (k) out.push_back(std::move(k).value());
+    }
+    auto k = detail::VerifyKey::hmac(Algorithm::hs256, kSecret, false);
+    if (k) out.push_back(std::move(k).value());
+    return out;
+  }();
+  if (split_token) {
+    for (const auto& k : keys) {
+      const bool ok = k->verify(split_token->signing_input, split_token->signature);
+      const bool subscription_key = k->alg() == Algorithm::hs256 && !k->global();
+      if (signed_here && subscription_key && !ok)
+        note(r, "the secret's HMAC refused its own signature");
+      if (signed_here && !subscription_key && ok)
+        note(r, "another key verified a token signed with the secret");
+    }
+  }
+
+  const std::string body = "{\"timestamp\":" + std::to_string(kNowMs - 1000) +
+                           ",\"payload\":{},\"hook\":{\"_id\":\"" + std::string(kHookId) +
+                           "\",\"event\":\"" + std::string(kHookEvent) + "\",\"id_project\":\"" +
+                           std::string(kHookProject) + "\"},\"token\":" + json_quote(token) + "}";
+  const auto& v = verifiers();
+  auto both = v.both.verify(kSecret, body);
+  auto global = v.token_global.verify(std::nullopt, body);
+  check_error(r, both, "verify(both)", kVerifyCodes);
+  check_error(r, global, "verify(token, global keys)", kVerifyCodes);
+  if (both.ok()) check_verified_token(r, *both, 300);
+  if (global.ok()) check_verified_token(r, *global, 300);
+  // The global verifier holds the subscription secrets too (first), and more keys.
+  if (both.ok() && !global.ok())
+    note(r, "a token the subscription secret verifies fails with more keys");
+  return r;
+}
+
+// 3. The raw HTTP request reader of `tdhook verify` (and the response-head and chunked readers
+// of the sender), then the verification `tdhook verify` does with what it read.
+inline Report http_request(std::string_view text) {
+  using namespace oracle;
+  using tdhook::tools::find_header;
+  Report r;
+  const auto req = tools::parse_raw_request(text);
+  check_error(r, req, "parse_raw_request", kInputCodes);
+  r.accepted = req.ok();
+  if (!req.ok()) {
+    if (req.error().detail.find(kSecret) != std::string::npos)
+      note(r, "a parse error quotes the secret");
+  } else {
+    if (req->method.empty() || req->target.empty() || !req->version.starts_with("HTTP/"))
+      note(r, "an accepted request line lacks a method, a target or a version");
+    for (const auto& [name, value] : req->headers)
+      if (name.empty() || name.find(':') != std::string::npos)
+        note(r, "an accepted header has an invalid name");
+    if (req->body.size() > text.size()) note(r, "the body is longer than the request");
+    const auto length = find_header(req->headers, "content-length");
+    if (length && !find_header(req->headers, "transfer-encoding") &&
+        req->body.size() != std::stoull(std::string(*length)))
+      note(r, "the body is not Content-Length bytes");
+    auto event = verifiers().both.verify(req->headers, req->body);
+    check_error(r, event, "verify", kVerifyCodes);
+    if (event.ok()) {
+      // What `tdhook verify` prints (verify_cmd.cpp): must not throw on any bytes.
+      nlohmann::ordered_json line;
+      line["ok"] = true;
+      line["event"] = event->name();
+      line["subscription"] = event->hook().id;
+      line["timestamp"] = event->timestamp();
+      line["verified"] = event->verification().describe();
+      (void)line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
+  }
+  if (const auto head_end = tools::find_head_end(text)) {
+    if (*head_end > text.size()) note(r, "find_head_end is past the text");
+    const auto head = tools::parse_response_head(text.substr(0, *head_end));
+    check_error(r, head, "parse_response_head", kInputCodes);
+    if (head.ok() && (head->status < 0 || head->status > 999)) note(r, "status out of range");
+  }
+  std::size_t consumed = 0;
+  const auto chunked = tools::decode_chunked(text, &consumed);
+  check_error(r, chunked, "decode_chunked", kInputCodes);
+  if (chunked.ok() && (consumed > text.size() || chunked->size() > text.size()))
+    note(r, "decode_chunked consumed more than it was given");
+  const auto lenient = tools::decode_chunked(text);
+  check_error(r, lenient, "decode_chunked", kInputCodes);
+  if (chunked.ok() && (!lenient.ok() || *lenient != *chunked))
+    note(r, "decode_chunked reads a complete body differently without `consumed`");
+  return r;
+}
+
+// 4. Event patterns: the first line is a comma-separated pattern set, every further line an
+// event name matched against it, and against pattern.hpp's rules written again here.
+inline Report pattern(std::string_view input) {
+  using namespace oracle;
+  Report r;
+  const auto nl = input.find('\n');
+  const auto set_text = input.substr(0, nl);
+  const auto events = nl == std::string_view::npos ? std::string_view{} : input.substr(nl + 1);
+  const auto set = PatternSet::parse(set_text);
+  check_error(r, set, "PatternSet::parse", kConfigCodes);
+  r.accepted = set.ok();
+  const auto ref = reference_patterns(set_text);
+  if (ref.has_value() != set.ok()) {
+    note(r, set.ok() ? "PatternSet::parse accepted a set the rules refuse"
+                     : "PatternSet::parse refused a set the rules accept");
+    return r;
+  }
+  if (!set.ok()) return r;
+  if (set->patterns().size() != ref->size()) {
+    note(r, "PatternSet::parse kept another number of patterns");
+    return r;
+  }
+  for (const auto& p : set->patterns()) {
+    auto again = EventPattern::parse(p.text());
+    if (!again) note(r, "a pattern of a set does not parse alone");
+  }
+  for (auto event : split(events, '\n')) {
+    const bool got = set->matches(event);
+    // Names with an empty segment ("a..b", "a.") never come from Tiledesk; the rules say nothing
+    // about them, so only the absence of a crash is checked for those.
+    const auto segments = split(event, '.');
+    bool well_formed = true;
+    for (auto s : segments) well_formed &= !s.empty();
+    if (!well_formed) continue;
+    bool want = ref->empty();
+    for (const auto& p : *ref) want |= reference_match(p, segments);
+    if (got != want)
+      note(r, got ? "a pattern matched an event it must not"
+                  : "a pattern missed an event it must match");
+  }
+  return r;
+}
+
+// 5. The receiver's configuration file: the TOML subset reader, then the whole of load_config
+// (the [receiver] and [[sink]] tables into a Config) on the same text.
+inline Report config(std::string_view text) {
+  using namespace oracle;
+  Report r;
+  const auto doc = receiver::parse_toml(text, "fuzz.toml");
+  check_error(r, doc, "parse_toml", kConfigCodes);
+  r.accepted = doc.ok();
+  if (!doc.ok()) {
+    if (!doc.error().detail.starts_with("fuzz.toml:"))
+      note(r, "a TOML error does not say FILE:LINE");
+    return r;
+  }
+  const auto lines = split(text, '\n');
+  for (const auto& table : doc->tables) {
+    for (std::size_t i = 0; i < table.entries.size(); ++i) {
+      for (std::size_t j = 0; j < i; ++j)
+        if (table.entries[i].first == table.entries[j].first)
+          note(r, "a TOML table kept a key twice");
+      // An integer is alone on its key's line: read it again from there, without '_' and '+'.
+      const auto& value = table.entries[i].second;
+      if (value.kind != receiver::TomlValue::Kind::integer) continue;
+      if (value.line < 1 || static_cast<std::size_t>(value.line) > lines.size()) {
+        note(r, "an integer's line number is outside the file");
+        continue;
+      }
+      auto line = lines[static_cast<std::size_t>(value.line) - 1];
+      line = line.substr(line.find('=') + 1);
+      line = trim_blanks(line.substr(0, std::min(line.find('#'), line.find('\r'))));
+      std::string digits;
+      for (char c : line)
+        if (c != '_' && c != '+') digits += c;
+      std::int64_t want = 0;
+      const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), want);
+      if (ec != std::errc() || end != digits.data() + digits.size() || want != value.integer)
+        note(r, "a TOML integer was read as another number");
+    }
+  }
+  static MemoryFile file;
+  if (!file.write(text)) {
+    note(r, "cannot write the memory file");
+    return r;
+  }
+  const std::string path = file.path();
+  const char* argv[] = {"tdhook-receiver", "--config", path.c_str()};
+  receiver::Config loaded;
+  std::ostringstream out, err;
+  const auto outcome = receiver::load_config(3, argv, loaded, out, err);
+  if (!outcome.run) {
+    if (outcome.exit_code != 2 || !err.str().starts_with("tdhook-receiver: "))
+      note(r, "load_config refused a file without its one-line error");
+    return r;
+  }
+  if (loaded.sinks.empty()) note(r, "a loaded config has no sink");
+  if (loaded.port < 0 || loaded.port > 65535) note(r, "port out of range");
+  if (loaded.path.empty() || loaded.path.front() != '/') note(r, "path does not start with /");
+  if (loaded.threads < 1) note(r, "no threads");
+  if (!loaded.events_text.empty() && !PatternSet::parse(loaded.events_text))
+    note(r, "events kept although they do not parse");
+  return r;
+}
+
+}  // namespace tdhook::fuzz

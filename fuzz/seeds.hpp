@@ -1,0 +1,181 @@
+#pragma once
+// Seed inputs derived from files the project already has, so that they are not committed twice.
+// fuzz_make_corpus writes them out for scripts/fuzz; tests/fuzz_regression_test.cpp feeds them
+// through the entry points directly. Per target:
+//   envelope      samples/events/*.json as they are, each signed as Tiledesk would (HS256 with
+//                 the fixtures' secret, at the fuzz clock), lead.create signed with every global
+//                 key algorithm, and every body of tests/fixtures/verify-vectors.json
+//   jws           the tokens of all of those, and their decoded header and claims (the target's
+//                 "sign it here" form)
+//   http_request  tests/fixtures/requests/*.http, every vector as a raw HTTP/1.1 request, and a
+//                 signed sample sent plainly and chunked
+//   pattern       the sample event names under a few pattern sets
+//   config        samples/config/*.toml
+// The hand-made seeds are files in fuzz/corpus/<target>/.
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "entry_points.hpp"
+
+namespace tdhook::fuzz {
+
+struct Seed {
+  std::string target;  // envelope, jws, http_request, pattern, config
+  std::string name;    // a file name
+  std::string content;
+};
+
+namespace seeds {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+inline std::string slurp(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path.string());
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+inline std::vector<fs::path> files_in(const fs::path& dir, const std::string& ext) {
+  std::vector<fs::path> out;
+  for (const auto& entry : fs::directory_iterator(dir))
+    if (entry.is_regular_file() && entry.path().extension() == ext) out.push_back(entry.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// A signed notification for a sample, or "" when the sample is not an envelope.
+inline std::string sign_sample(const std::string& text, const SigningKey& key, bool global) {
+  const json sample = json::parse(text, nullptr, false);
+  if (!sample.is_object() || !sample.contains("payload") || !sample.contains("hook")) return {};
+  const std::string payload = sample["payload"].dump();
+  const std::string hook = sample["hook"].dump();
+  NotificationInput in;
+  in.payload_json = payload;
+  in.hook_json = hook;
+  in.timestamp_ms = kNowMs - 1500;
+  in.global = global;
+  auto body = build_notification(in, key);
+  if (!body) throw std::runtime_error("cannot sign a sample: " + body.error().detail);
+  return *body;
+}
+
+inline std::string token_of(const std::string& body) {
+  const json j = json::parse(body, nullptr, false);
+  if (!j.is_object() || !j.contains("token") || !j["token"].is_string()) return {};
+  return j["token"].get<std::string>();
+}
+
+inline std::string raw_request(const json& request) {
+  std::string text = request.value("method", "POST") + " /hooks/tiledesk HTTP/1.1\r\n";
+  for (const auto& [name, value] : request["headers"].items())
+    text += name + ": " + value.get<std::string>() + "\r\n";
+  const std::string body = request["body"].get<std::string>();
+  return text + "content-length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+}  // namespace seeds
+
+// Throws std::runtime_error when a source file is missing.
+inline std::vector<Seed> derive_seeds(const std::filesystem::path& src) {
+  using namespace seeds;
+  std::vector<Seed> out;
+  const SigningKey secret{Algorithm::hs256, std::string(kSecret)};
+  std::vector<std::string> bodies;  // the ones with a token
+  std::vector<std::string> names;   // sample event names
+  for (const auto& path : files_in(src / "samples/events", ".json")) {
+    const std::string text = slurp(path);
+    const std::string stem = path.stem().string();
+    out.push_back({"envelope", "sample-" + stem, text});
+    const std::string body = sign_sample(text, secret, false);
+    if (body.empty()) continue;
+    names.push_back(json::parse(text)["hook"].value("event", stem));
+    out.push_back({"envelope", "signed-" + stem, body});
+    bodies.push_back(body);
+  }
+  const std::string lead = slurp(src / "samples/events/lead.create.json");
+  const std::string rsa = slurp(src / "tests/fixtures/keys/rs256-private.pem");
+  const std::map<std::string, SigningKey> global_keys = {
+      {"rs256", {Algorithm::rs256, rsa}},
+      {"rs384", {Algorithm::rs384, rsa}},
+      {"rs512", {Algorithm::rs512, rsa}},
+      {"ps256", {Algorithm::ps256, rsa}},
+      {"es256", {Algorithm::es256, slurp(src / "tests/fixtures/keys/es256-private.pem")}},
+      {"es384", {Algorithm::es384, slurp(src / "tests/fixtures/keys/es384-private.pem")}},
+      {"hs256", {Algorithm::hs256, std::string(kGlobalSecret)}}};
+  for (const auto& [name, key] : global_keys) {
+    const std::string body = sign_sample(lead, key, true);
+    out.push_back({"envelope", "global-" + name + "-lead.create", body});
+    bodies.push_back(body);
+  }
+
+  const json vectors = json::parse(slurp(src / "tests/fixtures/verify-vectors.json"))["vectors"];
+  for (const auto& v : vectors) {
+    const std::string name = v["name"].get<std::string>();
+    const std::string body = v["request"]["body"].get<std::string>();
+    out.push_back({"envelope", "vector-" + name, body});
+    out.push_back({"http_request", "vector-" + name + ".http", raw_request(v["request"])});
+    bodies.push_back(body);
+  }
+
+  int n = 0;
+  for (const auto& body : bodies) {
+    const std::string token = token_of(body);
+    if (token.empty()) continue;
+    const std::string id = std::to_string(n++);
+    out.push_back({"jws", "token-" + id, token});
+    // header '\n' claims: the form the jws target signs itself.
+    if (auto parts = tdhook::detail::split_compact_jws(token);
+        parts && !parts->header.empty() && parts->header.front() == '{')
+      out.push_back({"jws", "decoded-" + id, parts->header + "\n" + parts->claims});
+  }
+
+  for (const auto& path : files_in(src / "tests/fixtures/requests", ".http"))
+    out.push_back({"http_request", path.filename().string(), slurp(path)});
+  if (!bodies.empty()) {
+    const std::string& body = bodies.front();
+    const std::string head =
+        "POST /hooks/tiledesk HTTP/1.1\r\nContent-Type: application/json\r\nx-hook-secret: " +
+        std::string(kSecret) +
+        "\r\nUser-Agent: tiledesk-webhooks\r\nOrigin: http://localhost:3000\r\n";
+    out.push_back({"http_request", "signed.http",
+                   head + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body});
+    const std::size_t half = body.size() / 2;
+    std::ostringstream chunked;
+    chunked << head << "Transfer-Encoding: chunked\r\n\r\n"
+            << std::hex << half << "\r\n"
+            << body.substr(0, half) << "\r\n"
+            << (body.size() - half) << ";ext=1\r\n"
+            << body.substr(half) << "\r\n0\r\nX-Trailer: 1\r\n\r\n";
+    out.push_back({"http_request", "signed-chunked.http", chunked.str()});
+  }
+
+  std::string all_names;
+  for (const auto& name : names) all_names += name + "\n";
+  const char* sets[] = {"**",
+                        "lead.create,request.*,message.create.**",
+                        "request.*, message.create, operator.select",
+                        "*.create,*.update,*.delete",
+                        "project_user.**,faq.*,event.emit.**",
+                        ""};
+  n = 0;
+  for (const char* set : sets)
+    out.push_back(
+        {"pattern", "samples-" + std::to_string(n++), std::string(set) + "\n" + all_names});
+
+  for (const auto& path : files_in(src / "samples/config", ".toml"))
+    out.push_back({"config", path.filename().string(), slurp(path)});
+  return out;
+}
+
+}  // namespace tdhook::fuzz
