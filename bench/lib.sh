@@ -1,0 +1,179 @@
+# shellcheck shell=bash
+# Helpers shared by bench/run.sh and bench/soak.sh (sourced, not run).
+# Every server runs in a session of its own (setsid), so that stopping it also ends what it
+# started (webhook's commands, the receiver's consumers); the EXIT trap stops whatever is left.
+
+B_SECRET=56c189c8-33ae-4930-bd98-410a12aa45ce # ../shared/bench/floor.cpp compares this one
+B_PIDS=()                                     # session leaders still to be stopped
+declare -A B_USED_PORTS=()
+
+b_log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+b_die() {
+  printf 'bench: error: %s\n' "$*" >&2
+  exit 2
+}
+
+# b_setup ROOT: checks the tools, installs wrk, webhook (Debian) and express + jsonwebtoken
+# (npm, in B_CACHE outside the project), compiles the floor once. Sets B_SHARED, B_MODS, B_FLOOR.
+b_setup() {
+  local root=$1
+  B_SHARED=$(cd "${TDHOOK_SHARED:-$root/../shared}" 2>/dev/null && pwd) ||
+    b_die "no ../shared beside the project (set TDHOOK_SHARED)"
+  [ -f "$B_SHARED/bench/peer-run.sh" ] || b_die "no $B_SHARED/bench (the peer baselines)"
+  [ -f "$B_SHARED/samples/request.create.json" ] || b_die "no $B_SHARED/samples/request.create.json"
+  TDHOOK_WITH_BENCH=1 "$root/scripts/install-deps" >&2 || b_die "scripts/install-deps failed"
+  local t
+  for t in wrk webhook node npm curl ss setsid python3 g++ pkg-config; do
+    command -v "$t" >/dev/null || b_die "$t is needed and not installed"
+  done
+  B_CACHE=${TDHOOK_BENCH_DIR:-/tmp/tdhook-bench}
+  mkdir -p "$B_CACHE"
+  cp "$B_SHARED/bench/package.json" "$B_CACHE/"
+  if [ ! -d "$B_CACHE/node_modules/jsonwebtoken" ] || [ ! -d "$B_CACHE/node_modules/express" ]; then
+    b_log "npm install express jsonwebtoken in $B_CACHE"
+    (cd "$B_CACHE" && npm install --silent --no-audit --no-fund >/dev/null) || b_die "npm install failed in $B_CACHE"
+  fi
+  B_MODS=$B_CACHE/node_modules
+  # The floor as ../shared/bench/peer-run.sh builds it (g++ -O2, Debian's cpp-httplib).
+  B_FLOOR=$B_CACHE/floor
+  if [ ! -x "$B_FLOOR" ] || [ "$B_SHARED/bench/floor.cpp" -nt "$B_FLOOR" ]; then
+    b_log "g++ -O2 floor.cpp"
+    # shellcheck disable=SC2046
+    g++ -O2 -std=c++20 "$B_SHARED/bench/floor.cpp" -o "$B_FLOOR" $(pkg-config --cflags --libs cpp-httplib) -lpthread ||
+      b_die "cannot build the floor from $B_SHARED/bench/floor.cpp"
+  fi
+}
+
+b_machine() {
+  echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+# A port nobody listens on, outside the ephemeral range (wrk's own connections use that one),
+# never handed out twice in a run (a port in TIME_WAIT is not reused).
+b_free_port() {
+  local p i
+  for i in $(seq 1 500); do
+    p=$((20000 + RANDOM % 10000))
+    [ -n "${B_USED_PORTS[$p]:-}" ] && continue
+    if [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]; then
+      B_USED_PORTS[$p]=1
+      echo "$p"
+      return 0
+    fi
+  done
+  b_die "no free port found in 20000-29999"
+}
+
+# b_start LOG CMD...: starts CMD in a session of its own; its pid (= process group) in B_PID.
+b_start() {
+  local log=$1
+  shift
+  setsid "$@" >"$log" 2>&1 </dev/null &
+  B_PID=$!
+  B_PIDS+=("$B_PID")
+}
+
+# b_wait_port PORT PID LOG: until something accepts on 127.0.0.1:PORT, or PID exits (an error).
+b_wait_port() {
+  local port=$1 pid=$2 log=$3 i
+  for i in $(seq 1 300); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 20 "$log" >&2
+      b_die "the server logging to $log exited before listening on port $port"
+    fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  tail -n 20 "$log" >&2
+  b_die "nothing listens on port $port after 30 s (log: $log)"
+}
+
+# b_stop PID: SIGTERM to the server (the receiver then drains: deliveries that run finish), after
+# 15 s SIGKILL; then SIGKILL to whatever it left in its process group; reaped.
+b_stop() {
+  local pid=$1 i keep=()
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 150); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for i in "${B_PIDS[@]}"; do [ "$i" = "$pid" ] || keep+=("$i"); done
+  B_PIDS=("${keep[@]}")
+}
+
+b_stop_all() {
+  local pid
+  for pid in "${B_PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  sleep 0.5
+  for pid in "${B_PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+  B_PIDS=()
+}
+
+# "RSS / HWM" in MiB, from /proc/PID/status.
+b_rss() {
+  awk '/^VmRSS:/ { r = $2 } /^VmHWM:/ { h = $2 } END { if (r == "") print "?"; else printf "%.1f / %.1f\n", r / 1024, h / 1024 }' \
+    "/proc/$1/status" 2>/dev/null || echo "?"
+}
+b_rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+b_hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+
+# b_body OUT: a fresh notification body as Tiledesk builds it (the receiver accepts a token's
+# iat for 5 minutes, so one is made before each server run).
+b_body() {
+  NODE_PATH=$B_MODS node "$B_SHARED/bench/make-body.js" "$B_SHARED/samples/request.create.json" "$B_SECRET" >"$1" ||
+    b_die "make-body.js failed"
+}
+
+# b_receiver LOG PORT DATA_DIR SINK [MORE OPTIONS...]: starts tdhook-receiver from B_BUILD.
+b_receiver() {
+  local log=$1 port=$2 data=$3 sink=$4
+  shift 4
+  [ -f "$B_WORK/secret" ] || echo "$B_SECRET" >"$B_WORK/secret"
+  b_start "$log" "$B_BUILD/receiver/tdhook-receiver" --listen "127.0.0.1:$port" --path /hooks/tiledesk \
+    --secret-file "$B_WORK/secret" --data-dir "$data" --sink "$sink" "$@"
+}
+
+# b_metric PORT NAME: a counter summed over its labels from the receiver's /metrics.
+b_metric() {
+  curl -s --max-time 5 "http://127.0.0.1:$1/metrics" 2>/dev/null |
+    awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $NF } END { printf "%d\n", s }'
+}
+b_delivered() {
+  curl -s --max-time 5 "http://127.0.0.1:$1/metrics" 2>/dev/null |
+    awk '/^tdhook_deliveries_total\{.*outcome="delivered"/ { s += $NF } END { printf "%d\n", s }'
+}
+
+# b_parse_wrk FILE: W_RPS W_TOTAL W_P50 W_P99 W_NON2XX W_SOCKERR from wrk's output and the
+# "p50_ms X p99_ms Y" line that the Lua scripts print.
+b_parse_wrk() {
+  local f=$1
+  W_RPS=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$f")
+  W_TOTAL=$(awk '/ requests in / { print $1 }' "$f")
+  W_P50=$(awk '/p50_ms/ { for (i = 1; i < NF; i++) if ($i == "p50_ms") printf "%.2f", $(i + 1) }' "$f" | head -c 20)
+  W_P99=$(awk '/p99_ms/ { for (i = 1; i < NF; i++) if ($i == "p99_ms") printf "%.2f", $(i + 1) }' "$f" | head -c 20)
+  W_NON2XX=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$f")
+  W_SOCKERR=$(awk '/Socket errors:/ { gsub(",", ""); print $4 + $6 + $8 + $10 }' "$f")
+  W_RPS=${W_RPS:-0} W_TOTAL=${W_TOTAL:-0} W_NON2XX=${W_NON2XX:-0} W_SOCKERR=${W_SOCKERR:-0}
+  W_P50=${W_P50:-?} W_P99=${W_P99:-?}
+  if [ "$W_TOTAL" = 0 ]; then
+    tail -n 20 "$f" >&2
+    b_die "wrk made no request (output: $f)"
+  fi
+}
+
+# b_wrk_start OUT LUA SECONDS URL [VAR=VALUE...]: wrk in the background (pid in B_PID), on BODY.
+b_wrk_start() {
+  local out=$1 lua=$2 secs=$3 url=$4
+  shift 4
+  b_start "$out" env BODY_FILE="$B_WORK/body.json" SECRET="$B_SECRET" "$@" \
+    wrk -t"$B_WRK_THREADS" -c"$B_CONNECTIONS" -d"${secs}s" -s "$lua" "$url"
+}
+
+# b_forget PID: a process that ended and was reaped no longer needs stopping.
+b_forget() {
+  local i keep=()
+  for i in "${B_PIDS[@]}"; do [ "$i" = "$1" ] || keep+=("$i"); done
+  B_PIDS=("${keep[@]}")
+}
