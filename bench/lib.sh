@@ -177,3 +177,11 @@ b_forget() {
   for i in "${B_PIDS[@]}"; do [ "$i" = "$1" ] || keep+=("$i"); done
   B_PIDS=("${keep[@]}")
 }
+
+# b_spool_note DATA_DIR: "spool N MiB on disk (WAL M MiB)", while the receiver runs.
+b_spool_note() {
+  local total wal=0
+  total=$(du -sm "$1" 2>/dev/null | cut -f1)
+  [ -f "$1/spool.db-wal" ] && wal=$(($(stat -c %s "$1/spool.db-wal") / 1048576))
+  echo "spool ${total:-?} MiB on disk (WAL $wal MiB)"
+}

@@ -165,6 +165,7 @@ run_http() {
       note="$D_STORED event(s) stored and delivered, the other 2xx answered as duplicates"
     fi
     if [ "$W_NON2XX" = 0 ] && [ "$W_SOCKERR" = 0 ]; then note="non-2xx 0; $note"; else note="NON-2XX NOT 0 (see $log); $note"; fi
+    note+="; $(b_spool_note "$R_DIR/data")"
   fi
   RPS[$key/$server]=$W_RPS
   row "$label" "$server" "$W_RPS" "$W_P50" "$W_P99" "$(non2xx_cell)" "$delivered" "$(b_rss "$pid")" "@RATIO:$key/$server@" "$note"
@@ -199,6 +200,7 @@ run_script_sink() { # KEY LABEL NAME SLUG SINK (@OUT@ = the file the script appe
   RATE[$key/$name]=$D_RATE
   local note="non-2xx 0; $D_NOTE"
   if [ "$W_NON2XX" != 0 ] || [ "$W_SOCKERR" != 0 ]; then note="NON-2XX NOT 0 (see $log); $D_NOTE"; fi
+  note+="; $(b_spool_note "$R_DIR/data")"
   row "$label" "$name" "$W_RPS" "$W_P50" "$W_P99" "$(non2xx_cell)" "$D_RATE" "$(b_rss "$pid")" "@RATIO:$key/$name@" "$note"
   b_stop "$pid"
 }
@@ -290,7 +292,8 @@ for s in $scenarios; do
         }
         s_non2xx=$((send_count - ${s_ok:-0}))
         row "5 tdhook send, $mode" "tdhook-receiver (tdhook send --count $send_count --concurrency $B_CONNECTIONS)" \
-          "$s_rps" "$s_p50" "$s_p99" "$s_non2xx" — "$(b_rss "$pid")" — "$(grep -m1 '^status:' "$so"); transport errors ${s_err:-?}"
+          "$s_rps" "$s_p50" "$s_p99" "$s_non2xx" — "$(b_rss "$pid")" — \
+          "$(grep -m1 '^status:' "$so"); transport errors ${s_err:-?}; $(b_spool_note "$R_DIR/data")"
         b_stop "$pid"
       done
       ;;
@@ -331,6 +334,6 @@ for r in "${ROWS[@]}"; do
   echo "$r"
 done
 echo
-echo "delivered/s: lines the sink's file or script appended, divided by the time from the first request to the last line (tdhook rows with unique bodies, and webhook's script row)."
+echo "delivered/s: distinct events the sink's file or script appended, divided by the time from the first request to the last line (tdhook rows with unique bodies; webhook's script row counts its lines)."
 echo "Scenario 3: wrk stops once $delivery_events events are stored; exec runs append-record.sh per event (--exec-concurrency as shown); webhook runs the same script synchronously per request (include-command-output-in-response), the body in a file (pass-file-to-command)."
 echo "Scenarios 1-2: floor = bare tuned cpp-httplib (secret compare only); webhook runs its template (/bin/true, in the background, after checking x-hook-secret only); Express verifies and appends."

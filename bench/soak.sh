@@ -25,6 +25,8 @@ B_BUILD=$(cd "$build_arg" 2>/dev/null && pwd) || b_die "no build folder $build_a
 B_CONNECTIONS=${CONNECTIONS:-32}
 B_WRK_THREADS=${WRK_THREADS:-2}
 limit_mib=64
+min_free_gib=${MIN_FREE_GIB:-10} # the soak stops before the spool fills the disk
+stopped_early=""
 interval=10
 segment_max=240
 for f in receiver/tdhook-receiver tools/tdhook; do
@@ -54,7 +56,7 @@ b_log "receiver pid $rx on port $port; soak of ${duration}s"
 
 samples=()
 sample() { # elapsed-seconds
-  local rss hwm stored pending spool
+  local rss hwm stored pending
   rss=$(b_rss_kib "$rx")
   hwm=$(b_hwm_kib "$rx")
   [ -n "$rss" ] || {
@@ -64,8 +66,11 @@ sample() { # elapsed-seconds
   stored=$(b_metric "$port" tdhook_events_stored_total)
   pending=$(b_metric "$port" tdhook_spool_pending)
   spool=$(du -sm "$B_WORK/data" | cut -f1)
-  samples+=("$1 $rss $hwm $stored $pending $spool")
-  b_log "t=${1}s VmRSS $((rss / 1024)) MiB, VmHWM $((hwm / 1024)) MiB, events stored $stored, pending $pending, spool $spool MiB"
+  wal=0
+  [ -f "$B_WORK/data/spool.db-wal" ] && wal=$(($(stat -c %s "$B_WORK/data/spool.db-wal") / 1048576))
+  free_gib=$(($(df -Pk "$B_WORK" | awk 'NR == 2 { print $4 }') / 1048576))
+  samples+=("$1 $rss $hwm $stored $pending $spool $wal $free_gib")
+  b_log "t=${1}s VmRSS $((rss / 1024)) MiB, VmHWM $((hwm / 1024)) MiB, events stored $stored, pending $pending, spool $spool MiB (WAL $wal MiB), disk free $free_gib GiB"
 }
 
 t0=$(date +%s)
@@ -102,6 +107,13 @@ while :; do
   if [ "$now" -ge "$next_sample" ]; then
     sample $((now - t0))
     next_sample=$((next_sample + interval))
+    if [ "$free_gib" -lt "$min_free_gib" ]; then
+      stopped_early="stopped early at t=$((now - t0))s: $free_gib GiB left on the disk (MIN_FREE_GIB=$min_free_gib), the spool took $spool MiB (WAL $wal MiB)"
+      b_log "$stopped_early"
+      [ -z "$wrk_pid" ] || b_stop "$wrk_pid"
+      wrk_pid=""
+      break
+    fi
     : >"$sink"
     if [ -n "$purge_pid" ] && kill -0 "$purge_pid" 2>/dev/null; then
       skipped_purges=$((skipped_purges + 1))
@@ -126,19 +138,20 @@ echo
 echo "$machine (at the start); load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 echo "command: $command_line"
 echo "soak: tdhook-receiver, file sink, default options, wrk -t$B_WRK_THREADS -c$B_CONNECTIONS keep-alive, unique bodies, ${duration}s in $seg segment(s); took $(($(date +%s) - started))s"
-echo "requests: $total_req, non-2xx $total_non2xx, socket errors $total_sockerr; $purges purges of delivered events ($skipped_purges skipped: the previous one still ran)"
+echo "requests: $total_req, non-2xx $total_non2xx, socket errors $total_sockerr (segments that ran to their end); $purges purges of delivered events ($skipped_purges skipped: the previous one still ran)"
+[ -z "$stopped_early" ] || echo "NOT COMPLETE: $stopped_early"
 echo
-echo "| t s | VmRSS MiB | VmHWM MiB | events stored | pending | spool on disk MiB |"
-echo "|---|---|---|---|---|---|"
+echo "| t s | VmRSS MiB | VmHWM MiB | events stored | pending | spool on disk MiB | of which WAL MiB | disk free GiB |"
+echo "|---|---|---|---|---|---|---|---|"
 for s in "${samples[@]}"; do
-  read -r t r h st p sp <<<"$s"
-  awk -v t="$t" -v r="$r" -v h="$h" -v st="$st" -v p="$p" -v sp="$sp" \
-    'BEGIN { printf "| %d | %.1f | %.1f | %d | %d | %d |\n", t, r / 1024, h / 1024, st, p, sp }'
+  read -r t r h st p sp w fg <<<"$s"
+  awk -v t="$t" -v r="$r" -v h="$h" -v st="$st" -v p="$p" -v sp="$sp" -v w="$w" -v fg="$fg" \
+    'BEGIN { printf "| %d | %.1f | %.1f | %d | %d | %d | %d | %d |\n", t, r / 1024, h / 1024, st, p, sp, w, fg }'
 done
-printf '%s\n' "${samples[@]}" | awk -v limit="$limit_mib" '
+printf '%s\n' "${samples[@]}" | awk -v limit="$limit_mib" -v partial="${stopped_early:+ (for the part that ran: see NOT COMPLETE above)}" '
   NR == 1 { first = $2 } { last = $2; if ($2 > max) max = $2; if ($3 > hwm) hwm = $3 }
   END {
     printf "\nVmRSS first %.1f MiB, last %.1f MiB, max %.1f MiB; VmHWM (peak) %.1f MiB\n", first / 1024, last / 1024, max / 1024, hwm / 1024
-    if (hwm <= limit * 1024) printf "stayed under %d MiB: yes\n", limit
+    if (hwm <= limit * 1024) printf "stayed under %d MiB: yes%s\n", limit, partial
     else printf "stayed under %d MiB: NO (peak %.1f MiB)\n", limit, hwm / 1024
   }'
