@@ -37,6 +37,10 @@ ReceiverProcess::ReceiverProcess(std::vector<std::string> args, std::vector<std:
   std::vector<std::string> envp{
       std::string("PATH=") + (std::getenv("PATH") ? std::getenv("PATH") : "/usr/bin:/bin"),
       std::string("HOME=") + (std::getenv("HOME") ? std::getenv("HOME") : "/")};
+  // Sanitizer builds: the receiver reports (and halts) as the test binary was told to.
+  for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS", "LSAN_OPTIONS"}) {
+    if (const char* value = std::getenv(name)) envp.push_back(std::string(name) + "=" + value);
+  }
   envp.insert(envp.end(), env.begin(), env.end());
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
