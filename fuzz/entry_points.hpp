@@ -690,6 +690,17 @@ inline Report config(std::string_view text) {
   if (loaded.port < 0 || loaded.port > 65535) note(r, "port out of range");
   if (loaded.path.empty() || loaded.path.front() != '/') note(r, "path does not start with /");
   if (loaded.threads < 1) note(r, "no threads");
+  // Durations are read as "30s" (at most 10^15 ms, parse_duration) or as integer seconds: none
+  // may come out negative or beyond that bound.
+  const auto duration_ok = [](std::chrono::milliseconds d) {
+    return d.count() >= 0 && d.count() <= 1000000000000000LL;
+  };
+  bool durations = duration_ok(loaded.read_timeout) && duration_ok(loaded.write_timeout) &&
+                   duration_ok(loaded.dedup_window) && duration_ok(loaded.reply_timeout) &&
+                   loaded.keys.max_age_s >= 0;
+  for (const auto& sink : loaded.sinks)
+    durations = durations && duration_ok(sink.exec_timeout) && duration_ok(sink.retry_base);
+  if (!durations) note(r, "a duration was read as a negative or out-of-range value");
   if (!loaded.events_text.empty() && !PatternSet::parse(loaded.events_text))
     note(r, "events kept although they do not parse");
   return r;

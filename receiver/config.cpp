@@ -35,7 +35,11 @@ Error bad(const Setting& s, const std::string& what) {
 
 Status to_duration(const Setting& s, milliseconds& out) {
   if (s.from_file_integer) {
-    out = milliseconds(std::stoll(s.value()) * 1000);
+    // Seconds, bounded as parse_duration bounds text (10^15 ms): beyond, * 1000 overflows.
+    const long long seconds = std::stoll(s.value());
+    if (seconds < 0 || seconds > 1000000000000LL)
+      return bad(s, "bad duration " + s.value() + " (seconds, from 0 to 10^12)");
+    out = milliseconds(seconds * 1000);
     return Ok{};
   }
   auto d = parse_duration(s.value());

@@ -141,8 +141,10 @@ class Parser {
     while (pos_ < line_.size() && (std::isdigit(static_cast<unsigned char>(line_[pos_])) != 0 ||
                                    (line_[pos_] == '_' && digits))) {
       if (line_[pos_] != '_') {
-        magnitude = magnitude * 10 + static_cast<std::uint64_t>(line_[pos_] - '0');
-        if (magnitude > limit) return fail("integer out of range");
+        const auto digit = static_cast<std::uint64_t>(line_[pos_] - '0');
+        // Checked before the multiplication, which would wrap around 2^64.
+        if (magnitude > (limit - digit) / 10) return fail("integer out of range");
+        magnitude = magnitude * 10 + digit;
         digits = true;
       }
       ++pos_;
