@@ -178,9 +178,13 @@ class SinkRunner {
   // exec_concurrency N > 1: hand due deliveries that are not already running to the workers.
   bool feed_workers(bool& spool_ok) {
     std::size_t running = 0;
+    // What runs now: a delivery that finishes between this snapshot and the spool read below is
+    // still pending in that read, and must not be handed out again.
+    std::set<std::int64_t> running_before;
     {
       const std::lock_guard lock(mu_);
       running = in_flight_.size();
+      running_before = in_flight_;
     }
     const std::size_t capacity = static_cast<std::size_t>(config_.exec_concurrency) - running;
     if (capacity == 0) return false;
@@ -196,6 +200,7 @@ class SinkRunner {
       const std::lock_guard lock(mu_);
       for (auto& d : *due) {
         if (in_flight_.size() >= static_cast<std::size_t>(config_.exec_concurrency)) break;
+        if (running_before.count(d.event_row) != 0) continue;
         if (in_flight_.insert(d.event_row).second) queue_.push_back(std::move(d));
       }
     }
@@ -252,6 +257,7 @@ class SinkRunner {
     Attempt attempt;
     std::int64_t next_attempt_at = 0;
     bool dead = false;
+    std::int64_t delay_ms = 0;  // until the next attempt (for the log)
   };
 
   Status record(const Outcome& o) {
@@ -292,37 +298,48 @@ class SinkRunner {
     return static_cast<std::int64_t>(unrecorded_.size());
   }
 
-  // The outcome to record for one attempt, counted in the metrics and logged.
+  // The outcome to record for one attempt.
   Outcome assess(Delivery d, const DeliveryOutcome& outcome, std::int64_t started,
                  std::int64_t finished) {
     const Attempt attempt{d.attempts + 1, started, finished, outcome.ok, outcome.error};
-    if (outcome.ok) {
+    if (outcome.ok) return Outcome{std::move(d), attempt, 0, false};
+    const bool dead = attempt.number >= config_.retry_max;
+    const std::int64_t delay = dead ? 0 : retry_delay_ms(config_.retry_base, attempt.number);
+    return Outcome{std::move(d), attempt, schedule_ms() + delay, dead, delay};
+  }
+
+  // Metrics and log lines of an outcome, once it is recorded (or kept to be): whoever reads
+  // the metrics then finds the spool saying the same.
+  void report(const Outcome& o) {
+    const auto& d = o.delivery;
+    if (o.attempt.ok) {
       metrics_.count_delivery(config_.name, "delivered");
       if (d.received_at_ms > 0) {
         metrics_.observe_delivery_latency(
-            config_.name, static_cast<double>(finished - d.received_at_ms) / 1000.0);
+            config_.name,
+            static_cast<double>(o.attempt.finished_at_ms - d.received_at_ms) / 1000.0);
       }
       if (log_.enabled(LogLevel::debug)) {
-        log_.debug("delivered", fields(d).add("attempt", attempt.number));
+        log_.debug("delivered", fields(d).add("attempt", o.attempt.number));
       }
-      return Outcome{std::move(d), attempt, 0, false};
+      return;
     }
-    const bool dead = attempt.number >= config_.retry_max;
-    const std::int64_t delay = dead ? 0 : retry_delay_ms(config_.retry_base, attempt.number);
-    metrics_.count_delivery(config_.name, dead ? "dead" : "retried");
-    auto f = fields(d).add("attempt", attempt.number).add("error", outcome.error);
-    if (dead) {
+    metrics_.count_delivery(config_.name, o.dead ? "dead" : "retried");
+    auto f = fields(d).add("attempt", o.attempt.number).add("error", o.attempt.error);
+    if (o.dead) {
       log_.error("delivery dead-lettered", f);
     } else {
-      log_.warn("delivery failed, will retry", f.add("retry_in_ms", delay));
+      log_.warn("delivery failed, will retry", f.add("retry_in_ms", o.delay_ms));
     }
-    return Outcome{std::move(d), attempt, schedule_ms() + delay, dead};
   }
 
   // False when the spool could not record the outcome (it is kept, see record_or_keep).
   bool settle(const Delivery& d, const DeliveryOutcome& outcome, std::int64_t started,
               std::int64_t finished) {
-    return record_or_keep(assess(d, outcome, started, finished));
+    auto o = assess(d, outcome, started, finished);
+    const bool recorded = record_or_keep(o);
+    report(o);
+    return recorded;
   }
 
   // A batch's outcomes in one spool transaction; all kept for record_unrecorded() when the
@@ -335,6 +352,7 @@ class SinkRunner {
       assessed.push_back(assess(std::move(batch[i]), outcomes.at(i), started, finished));
     }
     const std::lock_guard lock(unrecorded_mu_);
+    bool recorded = false;
     if (unrecorded_.empty()) {
       std::vector<Spool::Mark> marks;
       marks.reserve(assessed.size());
@@ -342,13 +360,17 @@ class SinkRunner {
         marks.push_back(Spool::Mark{&o.delivery, o.attempt, o.next_attempt_at, o.dead});
       }
       auto s = spool_.mark_batch(marks);
-      if (s) return true;
-      log_.error("spool: cannot record delivery outcomes; kept until the spool can write them",
-                 LogFields()
-                     .add("sink", config_.name)
-                     .add("count", static_cast<std::int64_t>(assessed.size()))
-                     .add("error", s.error().detail));
+      recorded = s.ok();
+      if (!recorded) {
+        log_.error("spool: cannot record delivery outcomes; kept until the spool can write them",
+                   LogFields()
+                       .add("sink", config_.name)
+                       .add("count", static_cast<std::int64_t>(assessed.size()))
+                       .add("error", s.error().detail));
+      }
     }
+    for (const auto& o : assessed) report(o);
+    if (recorded) return true;
     for (auto& o : assessed) unrecorded_.push_back(std::move(o));
     return false;
   }

@@ -101,8 +101,9 @@ int serve(const Config& config, const Logger& log) {
       int sig = 0;
       if (sigwait(&set, &sig) != 0) continue;
       if (sig == SIGHUP) {
-        log.info("SIGHUP: reopening file sinks");
+        // Logged once requested: what a delivery does after this line sees the new file.
         (*dispatcher)->reopen_files();
+        log.info("SIGHUP: reopening file sinks");
         continue;
       }
       log.info("stopping", LogFields().add("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));

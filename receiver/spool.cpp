@@ -18,6 +18,8 @@
 namespace tdhook::receiver {
 namespace {
 
+// The write-ahead log is restarted once it holds this many frames (4 KiB pages: 64 MiB).
+constexpr int kWalRestartFrames = 16384;
 // Expired dedup keys are purged from the put path at most this often.
 constexpr std::int64_t kDedupExpiryIntervalMs = 60 * 1000;
 // After a failed write (disk full), writable() tries a write at most this often (and not within
@@ -47,10 +49,17 @@ void Spool::Impl::checkpoint_loop() {
     checkpoint_cv.wait_for(lock, std::chrono::milliseconds(200));
     if (checkpoint_stop) break;
     lock.unlock();
-    // PASSIVE: copies what no reader still needs, never waits for the writer or readers.
+    // PASSIVE: copies what no reader still needs, never waits for the writer or readers. Under
+    // a steady load it never catches up with the writer, and the log only restarts from its
+    // beginning after a checkpoint that did: past kWalRestartFrames, RESTART waits for the
+    // writer (a pause of one checkpoint) so that the log stops growing.
     int log_frames = 0, checkpointed = 0;
     sqlite3_wal_checkpoint_v2(checkpoint_db.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
                               &checkpointed);
+    if (log_frames > kWalRestartFrames) {
+      sqlite3_wal_checkpoint_v2(checkpoint_db.get(), nullptr, SQLITE_CHECKPOINT_RESTART,
+                                &log_frames, &checkpointed);
+    }
     lock.lock();
   }
 }

@@ -142,15 +142,8 @@ Status enable_wal(Connection& db, const std::filesystem::path& path) {
   return Ok{};
 }
 
-Status configure(Connection& db, const SpoolOptions& options, const std::filesystem::path& path,
-                 bool fresh) {
+Status configure(Connection& db, const SpoolOptions& options, const std::filesystem::path& path) {
   SqlFailure failure;
-  // An event record is a few KB: with 16 KiB pages most records fit a page beside others
-  // instead of spilling into overflow chains, and a commit writes a quarter of the WAL frames.
-  // Only a new file can take it (before WAL mode and the first table).
-  if (fresh && !db.exec("PRAGMA page_size=16384", failure)) {
-    return open_error(path, detail::describe(failure));
-  }
   if (auto s = enable_wal(db, path); !s) return s;
   const char* sync = options.durability == Durability::power ? "PRAGMA synchronous=FULL"
                                                              : "PRAGMA synchronous=NORMAL";
@@ -244,7 +237,7 @@ Result<std::unique_ptr<Spool>> Spool::open(const SpoolOptions& options) {
                                 std::to_string(kSchemaVersion) + "): " + detail::describe(failure));
   }
   if (!options.read_only) {
-    if (auto s = configure(*main_db, options, path, fresh); !s) return std::move(s).error();
+    if (auto s = configure(*main_db, options, path); !s) return std::move(s).error();
     if (fresh) {
       if (auto s = create_schema(*main_db, path); !s) return std::move(s).error();
     }

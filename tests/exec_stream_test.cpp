@@ -42,10 +42,13 @@ std::vector<std::string> lines_of(const std::string& text) {
   return lines;
 }
 
-// How many times each delivery id appears in an NDJSON file.
+// How many times each delivery id appears in an NDJSON file. A consumer may be writing the last
+// line right now (a shell writes a long line in pieces): only complete lines count.
 std::map<std::string, int> id_counts(const std::filesystem::path& file) {
   std::map<std::string, int> counts;
-  for (const auto& line : lines_of(read_if_exists(file))) {
+  auto text = read_if_exists(file);
+  text.erase(text.find_last_of('\n') == std::string::npos ? 0 : text.find_last_of('\n') + 1);
+  for (const auto& line : lines_of(text)) {
     ++counts[json::parse(line).at("id").get<std::string>()];
   }
   return counts;

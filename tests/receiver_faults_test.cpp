@@ -532,10 +532,18 @@ TEST_SUITE("receiver faults") {
     fs::rename(sink_file, dir / "events.ndjson.1");
     fs::create_directory(sink_file);
     rx.signal(SIGHUP);
+    // The signal is handled on its own thread: an event posted before that would go to the old
+    // file.
+    REQUIRE(poll_until([&] {
+      return rx.stderr_text().find("SIGHUP: reopening file sinks") != std::string::npos;
+    }));
     REQUIRE(post_event(client, "/", numbered_event(1, epoch_ms()), receiver_secret)->status == 200);
     const std::string dead_series =
         R"(tdhook_deliveries_total{sink=")" + sink + R"(",outcome="dead"})";
-    REQUIRE(poll_until([&] { return metric(get_metrics(rx.port()), dead_series) == 1; }, 30s));
+    const bool dead =
+        poll_until([&] { return metric(get_metrics(rx.port()), dead_series) == 1; }, 30s);
+    INFO("metrics: " << get_metrics(rx.port()) << "\nreceiver log: " << rx.stderr_text());
+    REQUIRE(dead);
     const auto listed = run_tool(
         dir, {"spool", "--data-dir", (dir / "data").string(), "ls", "--state", "dead", "--json"});
     REQUIRE(listed.code == 0);
