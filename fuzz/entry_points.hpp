@@ -34,6 +34,7 @@
 #include "base64.hpp"
 #include "config.hpp"
 #include "config_file.hpp"
+#include "http_parser.hpp"
 #include "http_request.hpp"
 #include "jws.hpp"
 #include "jws_sign.hpp"
@@ -703,6 +704,64 @@ inline Report config(std::string_view text) {
   if (!durations) note(r, "a duration was read as a negative or out-of-range value");
   if (!loaded.events_text.empty() && !PatternSet::parse(loaded.events_text))
     note(r, "events kept although they do not parse");
+  return r;
+}
+
+// 6. The receiver's own HTTP/1.1 parser (receiver/http_parser.hpp), which faces the network:
+// the request head, whole and cut one byte short; then the rest as a chunked body, fed whole
+// and fed a byte at a time, which must read the same.
+inline Report http_server(std::string_view input) {
+  using namespace oracle;
+  using receiver::ChunkedDecoder;
+  using receiver::HeadParse;
+  Report r;
+  receiver::HttpLimits limits;
+  limits.max_body = 64 * 1024;
+  receiver::HttpRequestHead head;
+  const auto parsed = receiver::parse_request_head(input, limits, head);
+  if (parsed.state == HeadParse::State::complete) {
+    r.accepted = true;
+    if (parsed.consumed > input.size() || parsed.consumed < 4) note(r, "head length out of range");
+    if (head.method.empty() || head.target.empty()) note(r, "a head without method or target");
+    if (head.chunked && head.find("content-length") != nullptr)
+      note(r, "Content-Length and Transfer-Encoding both accepted");
+    if (!head.chunked && head.find("transfer-encoding") != nullptr)
+      note(r, "a Transfer-Encoding accepted but not applied");
+    for (const auto& [name, value] : head.fields) {
+      if (name.empty() || value.find_first_of("\r\n") != std::string::npos ||
+          value.find('\0') != std::string::npos)
+        note(r, "an accepted header field holds a line break or NUL");
+    }
+    receiver::HttpRequestHead shorter;
+    if (receiver::parse_request_head(input.substr(0, parsed.consumed - 1), limits, shorter).state ==
+        HeadParse::State::complete)
+      note(r, "a head complete one byte before its end");
+  } else if (parsed.state == HeadParse::State::error) {
+    if (parsed.error.status < 400 || parsed.error.status > 505 || parsed.error.reason.empty())
+      note(r, "a refusal without a 4xx/5xx status and a reason");
+  }
+  const auto body =
+      parsed.state == HeadParse::State::complete ? input.substr(parsed.consumed) : input;
+  ChunkedDecoder whole(limits.max_body), pieces(limits.max_body);
+  std::string a, b;
+  std::size_t used_whole = 0;
+  const auto status_whole = whole.feed(body, a, used_whole);
+  auto status_pieces = ChunkedDecoder::Status::more;
+  std::size_t pos = 0;
+  while (pos < body.size() && status_pieces == ChunkedDecoder::Status::more) {
+    std::size_t used = 0;
+    status_pieces = pieces.feed(body.substr(pos, 1), b, used);
+    if (used == 0) break;
+    pos += used;
+  }
+  if (used_whole > body.size() || a.size() > limits.max_body) note(r, "chunked: out of bounds");
+  if (status_whole == ChunkedDecoder::Status::done &&
+      (status_pieces != ChunkedDecoder::Status::done || a != b || used_whole != pos))
+    note(r, "a chunked body reads differently fed a byte at a time");
+  if (status_whole == ChunkedDecoder::Status::error &&
+      (status_pieces != ChunkedDecoder::Status::error ||
+       whole.error().status != pieces.error().status))
+    note(r, "a chunked body refused whole but not in pieces");
   return r;
 }
 

@@ -28,7 +28,7 @@
 namespace tdhook::fuzz {
 
 struct Seed {
-  std::string target;  // envelope, jws, http_request, pattern, config
+  std::string target;  // envelope, jws, http_request, pattern, config, http_server
   std::string name;    // a file name
   std::string content;
 };
@@ -175,6 +175,12 @@ inline std::vector<Seed> derive_seeds(const std::filesystem::path& src) {
 
   for (const auto& path : files_in(src / "samples/config", ".toml"))
     out.push_back({"config", path.filename().string(), slurp(path)});
+  // The receiver's parser reads the same requests as `tdhook verify`'s reader.
+  const std::size_t before = out.size();
+  for (std::size_t k = 0; k < before; ++k) {
+    if (out[k].target == "http_request")
+      out.push_back({"http_server", out[k].name, out[k].content});
+  }
   return out;
 }
 

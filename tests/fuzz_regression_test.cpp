@@ -27,7 +27,8 @@ const std::map<std::string, Entry>& entries() {
                                                    {"jws", tdhook::fuzz::jws},
                                                    {"http_request", tdhook::fuzz::http_request},
                                                    {"pattern", tdhook::fuzz::pattern},
-                                                   {"config", tdhook::fuzz::config}};
+                                                   {"config", tdhook::fuzz::config},
+                                                   {"http_server", tdhook::fuzz::http_server}};
   return all;
 }
 
@@ -98,6 +99,13 @@ TEST_SUITE("fuzz regressions") {
 
   TEST_CASE("the http_request target's seeds read as requests or fail with invalid_input") {
     const Tally t = run_seeds("http_request");
+    CHECK(t.inputs >= 30);
+    CHECK(t.accepted >= 25);
+    CHECK(t.accepted < t.inputs);  // the garbage_* fixtures
+  }
+
+  TEST_CASE("the http_server target's seeds parse as the receiver's event loop reads them") {
+    const Tally t = run_seeds("http_server");
     CHECK(t.inputs >= 30);
     CHECK(t.accepted >= 25);
     CHECK(t.accepted < t.inputs);  // the garbage_* fixtures
