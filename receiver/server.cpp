@@ -70,9 +70,12 @@ struct HttpServer::Impl final : HttpHandler {
         log(p.log),
         writer(std::make_unique<SpoolWriter>(p.spool)) {}
   ~Impl() override {
+    // The writer first: a completion it is still running may be posting to an event loop
+    // (EventLoop::post wakes the loop after the loop may already have taken the answer and
+    // ended), so the loops must outlive the writer thread.
+    writer.reset();
     loop.reset();
     tls.reset();
-    writer.reset();
   }
 
   HttpResponse answer(const RequestInfo& info, HttpOutcome outcome, std::string body,

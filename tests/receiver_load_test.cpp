@@ -169,7 +169,7 @@ TEST_SUITE("receiver") {
     const auto code = rx.wait_exit(30s);
     for (auto& t : clients) t.join();
     REQUIRE(code);
-    CHECK(*code == 0);
+    CHECK_MESSAGE(*code == 0, "receiver log: " << rx.stderr_text());
     MESSAGE(answered.load() << " requests answered; " << errors.size()
                             << " failed among those sent before SIGTERM");
     for (const auto& e : errors) MESSAGE(e);
