@@ -17,6 +17,21 @@
 #include <utility>
 
 namespace tdhook::receiver {
+// The attributes that make the child a clean leader of its own process group.
+bool init_spawn_attr(posix_spawnattr_t& attr) {
+  if (posix_spawnattr_init(&attr) != 0) return false;
+  sigset_t all;
+  sigset_t none;
+  sigfillset(&all);
+  sigemptyset(&none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  return true;
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -65,21 +80,6 @@ bool make_pipe(Fd& read_end, Fd& write_end) {
 }
 
 namespace {
-
-// The attributes that make the child a clean leader of its own process group.
-bool init_spawn_attr(posix_spawnattr_t& attr) {
-  if (posix_spawnattr_init(&attr) != 0) return false;
-  sigset_t all;
-  sigset_t none;
-  sigfillset(&all);
-  sigemptyset(&none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-  return true;
-}
 
 Result<int> spawn_shell(const ProcessOptions& options, int stdin_fd, int output_fd) {
   posix_spawn_file_actions_t actions;

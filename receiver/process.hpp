@@ -11,6 +11,7 @@
 // process-wide (once): a script that exits without reading its stdin must give us EPIPE, not
 // kill the receiver. The child gets default signal dispositions and an empty signal mask.
 
+#include <spawn.h>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -106,5 +107,9 @@ class Fd {
 
 // A close-on-exec pipe whose ends are >= 3 (so that dup2 onto 0-2 in a child always works).
 bool make_pipe(Fd& read_end, Fd& write_end);
+
+// posix_spawn attributes that make the child the leader of its own process group, with default
+// signal dispositions and an empty signal mask. False if the attributes cannot be initialised.
+bool init_spawn_attr(posix_spawnattr_t& attr);
 
 }  // namespace tdhook::receiver

@@ -196,20 +196,6 @@ class StderrPump {
   std::thread thread_;
 };
 
-// The attributes that make the child a clean leader of its own process group (as run_process).
-void init_spawn_attr(posix_spawnattr_t& attr) {
-  posix_spawnattr_init(&attr);
-  sigset_t all;
-  sigset_t none;
-  sigfillset(&all);
-  sigemptyset(&none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-}
-
 // One running consumer: its pipes, its pid (= process group id) and how it ended.
 struct Child {
   int pid = 0;
