@@ -9,6 +9,7 @@
 
 #include <httplib.h>
 
+#include "dedup_cache.hpp"
 #include "http_loop.hpp"
 #include "record.hpp"
 #include "spool_writer.hpp"
@@ -20,6 +21,9 @@ namespace {
 using SteadyClock = std::chrono::steady_clock;
 
 constexpr std::string_view json_type = "application/json";
+
+// Keys of recently stored events kept in memory (about 2 MiB): Tiledesk retries within minutes.
+constexpr std::size_t kRecentKeys = 8192;
 
 // "application/json" with any parameters (charset=utf-8), in any case.
 bool is_json_content_type(std::string_view value) {
@@ -54,6 +58,7 @@ struct HttpServer::Impl final : HttpHandler {
   const ReplyRunner& replies;
   Metrics& metrics;
   const Logger& log;
+  DedupCache recent;                        // keys committed lately (retries answered inline)
   std::unique_ptr<SpoolWriter> writer;      // group commit for both transports
   std::unique_ptr<HttpLoop> loop;           // plain HTTP
   std::unique_ptr<httplib::SSLServer> tls;  // HTTPS (cpp-httplib's own connection loop)
@@ -68,6 +73,7 @@ struct HttpServer::Impl final : HttpHandler {
         replies(p.replies),
         metrics(p.metrics),
         log(p.log),
+        recent(kRecentKeys, p.config.dedup_window),
         writer(std::make_unique<SpoolWriter>(p.spool)) {}
   ~Impl() override {
     // The writer first: a completion it is still running may be posting to an event loop
@@ -180,28 +186,34 @@ struct HttpServer::Impl final : HttpHandler {
       return finish(outcomes::filtered, R"({"ok":true,"stored":false})", std::move(event), reply,
                     {}, {}, std::move(respond));
     }
+    auto sinks = sinks_for(event.name());
+    if (sinks.empty()) {
+      auto record = build_record(event, RecordOptions{new_delivery_id(), now_ms(),
+                                                      verified_text(event), config.keep_token});
+      return finish(outcomes::unrouted, R"({"ok":true,"stored":false})", std::move(event), reply,
+                    std::move(record), {}, std::move(respond));
+    }
     NewEvent item;
+    item.received_at_ms = now_ms();
+    item.dedup_key = dedup_key(event);
+    if (auto first = recent.find(item.dedup_key, item.received_at_ms)) {
+      return answer_duplicate(std::move(*first), std::move(event), reply, std::move(respond));
+    }
     item.delivery_id = new_delivery_id();
     item.event = event.name();
     item.project_id = event.hook().project_id;
     item.subscription_id = event.hook().id;
     item.timestamp_ms = event.timestamp();
-    item.received_at_ms = now_ms();
-    item.sinks = sinks_for(event.name());
+    item.sinks = std::move(sinks);
     item.record = build_record(event, RecordOptions{item.delivery_id, item.received_at_ms,
                                                     verified_text(event), config.keep_token});
-    if (item.sinks.empty()) {
-      auto record = std::move(item.record);
-      return finish(outcomes::unrouted, R"({"ok":true,"stored":false})", std::move(event), reply,
-                    std::move(record), {}, std::move(respond));
-    }
-    item.dedup_key = dedup_key(event);
     auto record = reply != nullptr ? item.record : std::string();
     // What the completion needs: the event itself only when a reply command will see it.
     std::optional<Event> kept;
     if (reply != nullptr) kept.emplace(std::move(event));
     const std::string event_name = item.event;
     writer->put(std::move(item), [this, remote = std::string(info.remote), event_name, reply,
+                                  key = item.dedup_key, received_at = item.received_at_ms,
                                   kept = std::move(kept), record = std::move(record),
                                   respond = std::move(respond)](PutResult put) mutable {
       const auto outcome = outcome_for(put.outcome);
@@ -212,10 +224,12 @@ struct HttpServer::Impl final : HttpHandler {
         return respond(std::move(res));
       }
       const bool stored = put.outcome == PutOutcome::stored;
-      if (stored)
+      if (stored) {
+        recent.remember(key, put.delivery_id, received_at);
         metrics.count_stored();
-      else
+      } else {
         metrics.count_duplicate();
+      }
       if (log.enabled(LogLevel::debug)) {
         log.debug(stored ? "event stored" : "duplicate event",
                   LogFields().add("id", put.delivery_id).add("event", event_name));
@@ -232,6 +246,18 @@ struct HttpServer::Impl final : HttpHandler {
       finish(outcome, std::move(body), std::move(*kept), reply, std::move(record),
              std::move(put.delivery_id), std::move(respond));
     });
+  }
+
+  // A retry of an event committed lately (DedupCache): answered as the spool would.
+  void answer_duplicate(std::string delivery_id, Event event, const ReplyRule* reply,
+                        Responder respond) {
+    metrics.count_duplicate();
+    if (log.enabled(LogLevel::debug)) {
+      log.debug("duplicate event", LogFields().add("id", delivery_id).add("event", event.name()));
+    }
+    std::string body = R"({"ok":true,"id":")" + delivery_id + R"(","duplicate":true})";
+    finish(outcome_for(PutOutcome::duplicate), std::move(body), std::move(event), reply, {},
+           std::move(delivery_id), std::move(respond));
   }
 
   // Answers a verified event: with the reply command's output when there is one (run on a

@@ -18,8 +18,10 @@
 namespace tdhook::receiver {
 namespace {
 
-// The write-ahead log is restarted once it holds this many frames (4 KiB pages: 64 MiB).
-constexpr int kWalRestartFrames = 16384;
+// Past this many frames in the write-ahead log (4 KiB pages: 8 MiB), the writing thread
+// finishes the background checkpoint between two batches (Spool::maintain) so that the log can
+// start again from its beginning.
+constexpr int kWriterCatchUpFrames = 2048;
 // Expired dedup keys are purged from the put path at most this often.
 constexpr std::int64_t kDedupExpiryIntervalMs = 60 * 1000;
 // After a failed write (disk full), writable() tries a write at most this often (and not within
@@ -46,21 +48,34 @@ void Spool::Impl::checkpoint_loop() {
   ::pthread_setname_np(::pthread_self(), "tdhook-ckpt");
   std::unique_lock lock(checkpoint_mutex);
   while (!checkpoint_stop) {
-    checkpoint_cv.wait_for(lock, std::chrono::milliseconds(200));
+    checkpoint_cv.wait_for(lock, std::chrono::milliseconds(100));
     if (checkpoint_stop) break;
     lock.unlock();
-    // PASSIVE: copies what no reader still needs, never waits for the writer or readers. Under
-    // a steady load it never catches up with the writer, and the log only restarts from its
-    // beginning after a checkpoint that did: past kWalRestartFrames, RESTART waits for the
-    // writer (a pause of one checkpoint) so that the log stops growing.
-    int log_frames = 0, checkpointed = 0;
-    sqlite3_wal_checkpoint_v2(checkpoint_db.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
-                              &checkpointed);
-    if (log_frames > kWalRestartFrames) {
-      sqlite3_wal_checkpoint_v2(checkpoint_db.get(), nullptr, SQLITE_CHECKPOINT_RESTART,
-                                &log_frames, &checkpointed);
-    }
+    // PASSIVE: copies what no reader still needs into the database, and never waits for (or
+    // blocks) the writer or the readers. The stronger modes take the writer's lock for the whole
+    // copy: every answer waiting on a commit would wait for them, and the writer, finding the
+    // lock taken, sleeps in SQLite's busy handler (steps of up to 100 ms).
+    sqlite3_wal_checkpoint_v2(checkpoint_db.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr,
+                              nullptr);
     lock.lock();
+  }
+}
+
+// Under a steady load the background checkpoint never catches up with the writer, and SQLite
+// only starts the log again from its beginning when a write transaction begins with every frame
+// copied: the log would grow without bound. Between two batches nobody else writes, so a
+// PASSIVE checkpoint here copies the rest (the few frames the background one has not) and the
+// next transaction restarts the log. A reader still on an old snapshot only postpones it.
+void Spool::maintain() noexcept {
+  Impl& s = *impl_;
+  if (!s.options.background_checkpoint || s.options.read_only) return;
+  if (s.wal_frames.load(std::memory_order_relaxed) < kWriterCatchUpFrames) return;
+  std::lock_guard lock(s.write_mutex);
+  int log_frames = 0, copied = 0;
+  if (sqlite3_wal_checkpoint_v2(s.write_db.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
+                                &copied) == SQLITE_OK &&
+      log_frames == copied) {
+    s.wal_frames.store(0, std::memory_order_relaxed);
   }
 }
 

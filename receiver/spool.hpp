@@ -166,6 +166,11 @@ class Spool {
   bool writable() const noexcept;
   std::uint64_t commits() const noexcept;  // put() transactions committed (group commit)
 
+  // With background_checkpoint: call from the writing thread between batches. When the
+  // write-ahead log has grown, finishes the checkpoint there so that the log restarts instead of
+  // growing under a steady load. Cheap when there is nothing to do.
+  void maintain() noexcept;
+
   // Called after each commit that stored at least one event (dispatcher wake-up).
   void set_on_commit(std::function<void()> callback);
 

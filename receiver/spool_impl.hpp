@@ -72,6 +72,8 @@ struct Spool::Impl {
   std::mutex checkpoint_mutex;
   std::condition_variable checkpoint_cv;
   bool checkpoint_stop = false;
+  // Frames in the write-ahead log after write_db's last commit (its WAL hook).
+  std::atomic<int> wal_frames{0};
   void checkpoint_loop();
   void stop_checkpointer();
 

@@ -269,7 +269,15 @@ Result<std::unique_ptr<Spool>> Spool::open(const SpoolOptions& options) {
     if (!single_integer(impl->checkpoint_db, "PRAGMA schema_version", probe, failure)) {
       return open_error(path, detail::describe(failure));
     }
-    sqlite3_wal_autocheckpoint(impl->write_db.get(), 0);
+    // No checkpoint in the commits themselves (SQLite's auto-checkpoint is its WAL hook); the
+    // hook instead notes the log's size for Spool::maintain().
+    sqlite3_wal_hook(
+        impl->write_db.get(),
+        [](void* arg, sqlite3*, const char*, int frames) {
+          static_cast<std::atomic<int>*>(arg)->store(frames, std::memory_order_relaxed);
+          return SQLITE_OK;
+        },
+        &impl->wal_frames);
     Spool::Impl* self = impl.get();
     impl->checkpointer = std::thread([self] { self->checkpoint_loop(); });
   }

@@ -55,6 +55,7 @@ void SpoolWriter::run() {
     for (std::size_t i = 0; i < batch.size(); ++i) batch[i].done(std::move(results[i]));
     batch.clear();
     events = {};
+    spool_.maintain();
     lock.lock();
   }
 }

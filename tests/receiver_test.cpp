@@ -187,6 +187,60 @@ TEST_SUITE("receiver") {
     CHECK(records.size() == 2);
   }
 
+  TEST_CASE("a retry is a duplicate after a restart, and a new occurrence once the window passed") {
+    TempDir dir;
+    write_file(dir / "secret", std::string(receiver_secret) + "\n");
+    const auto sink = dir / "events.ndjson";
+    write_file(dir / "rx.toml",
+               "[receiver]\nlisten = \"127.0.0.1:0\"\nsecret_file = [\"" +
+                   (dir / "secret").string() + "\"]\ndata_dir = \"" + (dir / "data").string() +
+                   "\"\ndedup_window = \"1500ms\"\n\n[[sink]]\nspec = \"file:" + sink.string() +
+                   "\"\n");
+    const auto body = sign_sample("message.create", receiver_secret, epoch_ms());
+    std::string first_id;
+    {
+      ReceiverProcess rx({"--config", (dir / "rx.toml").string()});
+      REQUIRE(rx.wait_listening());
+      httplib::Client client("127.0.0.1", rx.port());
+      const auto stored = post_event(client, "/", body, receiver_secret);
+      REQUIRE(stored);
+      REQUIRE(stored->status == 200);
+      first_id = json::parse(stored->body).at("id").get<std::string>();
+      // Answered from the receiver's memory of recent keys.
+      const auto again = json::parse(post_event(client, "/", body, receiver_secret)->body);
+      CHECK(again.value("duplicate", false));
+      CHECK(again.at("id") == first_id);
+      REQUIRE(poll_until([&] { return count_lines_in(sink) >= 1; }));
+      ::kill(rx.pid(), SIGTERM);
+      REQUIRE(rx.wait_exit());
+    }
+    ReceiverProcess rx({"--config", (dir / "rx.toml").string()});
+    REQUIRE(rx.wait_listening());
+    httplib::Client client("127.0.0.1", rx.port());
+    // A new process remembers nothing: the spool answers, with the first occurrence's id.
+    const auto after_restart = json::parse(post_event(client, "/", body, receiver_secret)->body);
+    std::string second_id = after_restart.at("id").get<std::string>();
+    if (after_restart.value("duplicate", false)) {
+      CHECK(second_id == first_id);
+      // Once the window has passed, the same bytes are a new occurrence, stored and delivered.
+      REQUIRE(poll_until(
+          [&] {
+            const auto res = post_event(client, "/", body, receiver_secret);
+            if (!res || res->status != 200) return false;
+            const auto answer = json::parse(res->body);
+            second_id = answer.at("id").get<std::string>();
+            return !answer.value("duplicate", false);
+          },
+          20s));
+    }
+    CHECK(second_id != first_id);
+    REQUIRE(poll_until([&] { return count_lines_in(sink) >= 2; }));
+    const auto records = parse_ndjson(read_file(sink));
+    REQUIRE(records.size() == 2);
+    CHECK(records[0].at("id") == first_id);
+    CHECK(records[1].at("id") == second_id);
+  }
+
   TEST_CASE("--no-verify accepts unauthenticated events and marks their records as not verified") {
     TempDir dir;
     ReceiverProcess rx(
