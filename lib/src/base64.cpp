@@ -17,6 +17,23 @@ constexpr std::array<std::int8_t, 256> make_reverse() {
 }
 constexpr auto kReverse = make_reverse();
 
+// The sextet of each character already shifted to its place in a 4-character group, one table
+// per place; characters outside the alphabet have the top bit set in every table, so one test of
+// the OR of a group's four entries finds them.
+constexpr std::uint32_t kInvalid = 0x80000000u;
+constexpr std::array<std::uint32_t, 256> make_placed(int shift) {
+  std::array<std::uint32_t, 256> table{};
+  for (int c = 0; c < 256; ++c) {
+    const int v = kReverse[static_cast<std::size_t>(c)];
+    table[static_cast<std::size_t>(c)] = v < 0 ? kInvalid : static_cast<std::uint32_t>(v) << shift;
+  }
+  return table;
+}
+constexpr auto kPlaced0 = make_placed(18);
+constexpr auto kPlaced1 = make_placed(12);
+constexpr auto kPlaced2 = make_placed(6);
+constexpr auto kPlaced3 = make_placed(0);
+
 }  // namespace
 
 std::string base64url_encode(std::string_view bytes) {
@@ -55,13 +72,15 @@ std::optional<std::string> base64url_decode(std::string_view text) {
     return static_cast<std::int32_t>(kReverse[static_cast<unsigned char>(text[i])]);
   };
   std::size_t o = 0, i = 0;
+  const auto* in = reinterpret_cast<const unsigned char*>(text.data());
+  char* dst = out.data();
   for (; i + 4 <= text.size(); i += 4) {
-    std::int32_t a = sextet(i), b = sextet(i + 1), c = sextet(i + 2), d = sextet(i + 3);
-    if ((a | b | c | d) < 0) return std::nullopt;
-    std::uint32_t v = static_cast<std::uint32_t>(a << 18 | b << 12 | c << 6 | d);
-    out[o++] = static_cast<char>(v >> 16);
-    out[o++] = static_cast<char>(v >> 8 & 0xff);
-    out[o++] = static_cast<char>(v & 0xff);
+    const std::uint32_t v =
+        kPlaced0[in[i]] | kPlaced1[in[i + 1]] | kPlaced2[in[i + 2]] | kPlaced3[in[i + 3]];
+    if ((v & kInvalid) != 0) return std::nullopt;
+    dst[o++] = static_cast<char>(v >> 16);
+    dst[o++] = static_cast<char>(v >> 8 & 0xff);
+    dst[o++] = static_cast<char>(v & 0xff);
   }
   if (rest >= 2) {
     std::int32_t a = sextet(i), b = sextet(i + 1), c = rest == 3 ? sextet(i + 2) : 0;

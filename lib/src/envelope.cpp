@@ -125,7 +125,10 @@ void assign_span(std::string_view key, std::string_view value, Spans& out) {
     out.token = value;
 }
 
-bool find_spans(const simdjson::dom::parser& parser, const char* data, Spans& out) {
+// `after_payload`: how many members follow `payload` in the envelope (from the DOM). Knowing it,
+// the backward walk stops at the payload's last structural instead of walking through it.
+bool find_spans(const simdjson::dom::parser& parser, const char* data, std::size_t after_payload,
+                Spans& out) {
   const auto* impl = parser.implementation.get();
   if (impl == nullptr) return false;
   const uint32_t* idx = impl->structural_indexes.get();
@@ -161,7 +164,7 @@ bool find_spans(const simdjson::dom::parser& parser, const char* data, Spans& ou
   }
   if (payload_start == 0) return true;  // no payload: the caller reports what is missing
   uint32_t j = n - 2;                   // the last member's value ends here
-  while (true) {
+  for (std::size_t member = 0; member < after_payload; ++member) {
     uint32_t begin = j;
     std::string_view value;
     if (data[idx[j]] == '}' || data[idx[j]] == ']') {
@@ -177,12 +180,25 @@ bool find_spans(const simdjson::dom::parser& parser, const char* data, Spans& ou
     } else {
       value = trim_right(std::string_view(data + idx[j], idx[j + 1] - idx[j]));
     }
-    if (begin < 3 || data[idx[begin - 1]] != ':') return false;
+    if (begin < 4 || begin <= payload_start || data[idx[begin - 1]] != ':' ||
+        data[idx[begin - 3]] != ',') {
+      return false;
+    }
     assign_span(key_before(data, idx, begin), value, out);
-    if (begin == payload_start) return true;
-    if (begin <= payload_start || data[idx[begin - 3]] != ',') return false;
-    j = begin - 4;
+    j = begin - 4;  // the end of the value before this member's key and its comma
   }
+  // What is left between the payload's first structural and `j` is the payload itself (the
+  // DOM parse has validated the document, so its brackets match).
+  if (j < payload_start) return false;
+  const char open = data[idx[payload_start]];
+  if (open == '{' || open == '[') {
+    if (data[idx[j]] != (open == '{' ? '}' : ']')) return false;
+    out.payload = std::string_view(data + idx[payload_start], idx[j] + 1 - idx[payload_start]);
+  } else {
+    if (j != payload_start) return false;
+    out.payload = trim_right(std::string_view(data + idx[j], idx[j + 1] - idx[j]));
+  }
+  return true;
 }
 
 bool find_spans_on_demand(const char* data, std::size_t len, std::size_t capacity, Spans& out) {
@@ -223,7 +239,9 @@ Result<Event> EventBuilder::parse(std::string_view body) {
   if (has_duplicate_key(envelope)) return envelope_error("duplicated key in the envelope");
 
   bool have_timestamp = false, have_payload = false, have_hook = false;
+  std::size_t after_payload = 0;  // members after `payload`, for find_spans
   for (auto field : envelope) {
+    if (have_payload) ++after_payload;
     std::string_view key = field.key;
     if (key == "timestamp") {
       auto ts = read_timestamp(field.value);
@@ -254,7 +272,7 @@ Result<Event> EventBuilder::parse(std::string_view body) {
     return !spans.payload.empty() && !spans.hook.empty() &&
            (!event.token_present_ || spans.token.size() >= 2);
   };
-  if (!find_spans(parser, data, spans) || !complete()) {
+  if (!find_spans(parser, data, after_payload, spans) || !complete()) {
     spans = {};
     if (!find_spans_on_demand(data, len, event.body_.capacity(), spans) || !complete())
       return Error{ErrorCode::malformed_body, "body could not be indexed"};

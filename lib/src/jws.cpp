@@ -8,6 +8,9 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
+#include <array>
+#include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -70,6 +73,45 @@ std::string group_name(EVP_PKEY* key) {
   return std::string(name, len);
 }
 
+// Each thread keeps its own copy of the last few HMAC contexts it used, keyed by the key's
+// serial number (never an address: a freed key's address may come back as another key).
+// Re-initialising a copy reuses its prepared key, where duplicating the shared context per call
+// allocated and freed one each time.
+std::atomic<std::uint64_t> next_key_serial{1};
+
+class ThreadMacCache {
+ public:
+  ThreadMacCache() = default;
+  ThreadMacCache(const ThreadMacCache&) = delete;
+  ThreadMacCache& operator=(const ThreadMacCache&) = delete;
+  ~ThreadMacCache() {
+    for (auto& slot : slots_) EVP_MAC_CTX_free(slot.ctx);
+  }
+
+  // A context keyed as `shared` (serial `serial`), ready for EVP_MAC_update; nullptr on failure.
+  EVP_MAC_CTX* get(std::uint64_t serial, const EVP_MAC_CTX* shared) {
+    for (auto& slot : slots_) {
+      if (slot.serial == serial && slot.ctx != nullptr) {
+        if (EVP_MAC_init(slot.ctx, nullptr, 0, nullptr) == 1) return slot.ctx;
+        return nullptr;
+      }
+    }
+    Slot& victim = slots_[next_victim_++ % slots_.size()];
+    EVP_MAC_CTX_free(victim.ctx);
+    victim.ctx = EVP_MAC_CTX_dup(shared);
+    victim.serial = victim.ctx != nullptr ? serial : 0;
+    return victim.ctx;
+  }
+
+ private:
+  struct Slot {
+    std::uint64_t serial = 0;
+    EVP_MAC_CTX* ctx = nullptr;
+  };
+  std::array<Slot, 4> slots_{};
+  std::size_t next_victim_ = 0;
+};
+
 }  // namespace
 
 const EVP_MD* digest_of(Algorithm alg) noexcept {
@@ -87,6 +129,9 @@ const EVP_MD* digest_of(Algorithm alg) noexcept {
   }
   return nullptr;
 }
+
+VerifyKey::VerifyKey(Algorithm alg, bool global)
+    : alg_(alg), global_(global), serial_(next_key_serial.fetch_add(1)) {}
 
 VerifyKey::~VerifyKey() {
   EVP_MAC_CTX_free(mac_);
@@ -140,13 +185,13 @@ Result<std::unique_ptr<VerifyKey>> VerifyKey::public_key(Algorithm alg, std::str
 bool VerifyKey::verify(std::string_view input, std::string_view signature) const {
   auto* in = reinterpret_cast<const unsigned char*>(input.data());
   if (mac_ != nullptr) {
-    EVP_MAC_CTX* ctx = EVP_MAC_CTX_dup(mac_);
+    thread_local ThreadMacCache cache;
+    EVP_MAC_CTX* ctx = cache.get(serial_, mac_);
     if (ctx == nullptr) return false;
     unsigned char out[EVP_MAX_MD_SIZE];
     size_t out_len = 0;
-    bool ok = EVP_MAC_update(ctx, in, input.size()) == 1 &&
-              EVP_MAC_final(ctx, out, &out_len, sizeof out) == 1;
-    EVP_MAC_CTX_free(ctx);
+    const bool ok = EVP_MAC_update(ctx, in, input.size()) == 1 &&
+                    EVP_MAC_final(ctx, out, &out_len, sizeof out) == 1;
     return ok && out_len == signature.size() && CRYPTO_memcmp(out, signature.data(), out_len) == 0;
   }
   std::vector<unsigned char> der;

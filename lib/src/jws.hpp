@@ -3,6 +3,7 @@
 // and signature verification with keys that are each bound to one algorithm.
 #include <openssl/evp.h>
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,9 +31,10 @@ class VerifyKey {
   bool verify(std::string_view signing_input, std::string_view signature) const;
 
  private:
-  VerifyKey(Algorithm alg, bool global) : alg_(alg), global_(global) {}
+  VerifyKey(Algorithm alg, bool global);
   Algorithm alg_;
   bool global_;
+  std::uint64_t serial_;  // unique per key for the life of the process (per-thread MAC copies)
   EVP_MAC_CTX* mac_ = nullptr;
   EVP_PKEY* pkey_ = nullptr;
 };
