@@ -10,10 +10,13 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
+#include <string_view>
 #include <utility>
 
 namespace tdhook::receiver {
@@ -81,6 +84,34 @@ bool make_pipe(Fd& read_end, Fd& write_end) {
 
 namespace {
 
+// A command that is a path to a program followed by plain words runs without /bin/sh: for such
+// a command the shell would only split it at blanks and execute it, and starting the shell
+// first costs about half a millisecond of CPU per event here (0.97 ms against 0.47 ms for a
+// small script). Plain: every word made of letters, digits and _ . / , : @ % + - (and = after
+// the first word), the first word holding a '/' (never a builtin, never a PATH search).
+std::optional<std::vector<std::string>> plain_command(std::string_view command) {
+  std::vector<std::string> words;
+  std::size_t i = 0;
+  while (i < command.size()) {
+    if (command[i] == ' ' || command[i] == '\t') {
+      ++i;
+      continue;
+    }
+    std::string word;
+    for (; i < command.size() && command[i] != ' ' && command[i] != '\t'; ++i) {
+      const char c = command[i];
+      const bool plain = std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+                         std::string_view("_./,:@%+-").find(c) != std::string_view::npos ||
+                         (c == '=' && !words.empty());
+      if (!plain) return std::nullopt;
+      word += c;
+    }
+    words.push_back(std::move(word));
+  }
+  if (words.empty() || words[0].find('/') == std::string::npos) return std::nullopt;
+  return words;
+}
+
 Result<int> spawn_shell(const ProcessOptions& options, int stdin_fd, int output_fd) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
@@ -95,10 +126,26 @@ Result<int> spawn_shell(const ProcessOptions& options, int stdin_fd, int output_
   std::vector<char*> envp;
   for (const auto& entry : options.environment) envp.push_back(const_cast<char*>(entry.c_str()));
   envp.push_back(nullptr);
-  std::array<char*, 4> argv = {const_cast<char*>("/bin/sh"), const_cast<char*>("-c"),
-                               const_cast<char*>(options.command.c_str()), nullptr};
   pid_t pid = 0;
-  const int rc = posix_spawn(&pid, "/bin/sh", &actions, &attr, argv.data(), envp.data());
+  int rc = ENOEXEC;
+  if (const auto words = plain_command(options.command)) {
+    std::vector<char*> argv;
+    for (const auto& word : *words) argv.push_back(const_cast<char*>(word.c_str()));
+    argv.push_back(nullptr);
+    rc = posix_spawn(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
+    if (rc != 0 && rc != ENOEXEC) {
+      posix_spawn_file_actions_destroy(&actions);
+      posix_spawnattr_destroy(&attr);
+      return Error{ErrorCode::invalid_input,
+                   "cannot start " + words->front() + ": " + std::strerror(rc)};
+    }
+  }
+  // Everything else, and a script without a #! line (the shell runs those itself).
+  if (rc == ENOEXEC) {
+    std::array<char*, 4> argv = {const_cast<char*>("/bin/sh"), const_cast<char*>("-c"),
+                                 const_cast<char*>(options.command.c_str()), nullptr};
+    rc = posix_spawn(&pid, "/bin/sh", &actions, &attr, argv.data(), envp.data());
+  }
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {

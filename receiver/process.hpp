@@ -23,7 +23,7 @@
 namespace tdhook::receiver {
 
 struct ProcessOptions {
-  std::string command;                         // given to /bin/sh -c
+  std::string command;  // given to /bin/sh -c, or run directly when it is a plain path + words
   std::vector<std::string> environment;        // "NAME=value", the child's whole environment
   std::string input;                           // written to stdin, which is then closed
   std::chrono::milliseconds timeout{30000};    // from spawn to SIGTERM of the process group

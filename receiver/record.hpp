@@ -28,7 +28,7 @@ std::string build_record(const Event& event, const RecordOptions& options);
 // Tiledesk's retries are byte-identical, and two occurrences never share all three.
 std::string dedup_key(const Event& event);
 
-// A random UUID v4 (from the OpenSSL CSPRNG).
+// A UUID v7: the time in milliseconds, then 74 random bits (OpenSSL CSPRNG).
 std::string new_delivery_id();
 
 // 2024-02-05T14:21:07.512Z

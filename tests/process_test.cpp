@@ -92,6 +92,43 @@ TEST_SUITE("process") {
     CHECK(r.describe(10s) == "killed by signal 9");
   }
 
+  TEST_CASE("a path and plain words run without a shell; anything else goes through /bin/sh") {
+    // Direct: the program is the process we started, a child of ours; its words arrive as-is.
+    const auto direct = run("/bin/cat /proc/self/stat");
+    std::istringstream fields(direct.output);
+    std::string pid, name, state, ppid;
+    fields >> pid >> name >> state >> ppid;
+    CHECK(pid == std::to_string(direct.pid));
+    CHECK(ppid == std::to_string(::getpid()));
+    CHECK(name == "(cat)");
+    CHECK(run("/bin/echo a=b --x=1,2 @x:y%z").output == "a=b --x=1,2 @x:y%z\n");
+    // Through the shell: the command we started is sh, and cat is its child.
+    const auto shell = run("/bin/cat /proc/self/stat | /bin/cat");
+    std::istringstream shell_fields(shell.output);
+    shell_fields >> pid >> name >> state >> ppid;
+    CHECK(pid != std::to_string(shell.pid));
+    CHECK(run("/bin/echo $((1 + 2)) ~nobody-here*").output.starts_with("3 "));
+    CHECK(run("X=1 /bin/sh -c 'echo $X'").output == "1\n");
+    CHECK(run("echo builtin").output == "builtin\n");  // no '/': the shell's own echo
+    // A script without a #! line is run by the shell, as before.
+    TempDir dir;
+    const auto script = dir / "no-shebang";
+    {
+      std::ofstream out(script);
+      out << "echo ran without shebang; exit 4\n";
+    }
+    std::filesystem::permissions(script, std::filesystem::perms::owner_all);
+    const auto r = run(script.string());
+    CHECK(r.output == "ran without shebang\n");
+    CHECK(r.exit_status == 4);
+    // A missing program is a failure to start, not a crash.
+    ProcessOptions missing;
+    missing.command = (dir / "missing").string() + " arg";
+    missing.environment = build_environment({}, {});
+    const auto not_there = run_process(missing);
+    CHECK_FALSE(not_there.ok());
+  }
+
   TEST_CASE("input with shell metacharacters reaches the script verbatim and is never run") {
     TempDir dir;
     const std::string marker = (dir / "executed").string();
