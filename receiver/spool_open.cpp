@@ -180,8 +180,19 @@ Result<Connection> connect(const std::filesystem::path& path, bool read_only) {
   if (!read_only && sqlite3_db_readonly(db.get(), "main") == 1) {
     return open_error(path, "cannot open for writing (read-only file or file system)");
   }
-  // `tdhook spool retry` and the receiver write to the same file: wait for the lock, never fail.
-  sqlite3_busy_timeout(db.get(), 10000);
+  // `tdhook spool retry|purge` and the receiver write to the same file: wait for the lock (up
+  // to 10 s), never fail. SQLite's own busy timeout sleeps in growing steps of up to 100 ms,
+  // and a writer that wakes just after another process's commit finds its next transaction
+  // begun: every answer waiting on the receiver's commit would wait that long. Looking again
+  // every millisecond takes the lock in the gap between two purge chunks.
+  sqlite3_busy_handler(
+      db.get(),
+      [](void*, int tries) {
+        if (tries >= 10000) return 0;
+        ::usleep(1000);
+        return 1;
+      },
+      nullptr);
   return db;
 }
 

@@ -1,4 +1,6 @@
 // Delivery state (due, mark, retry, purge) and inspection (list, show, counts) of the spool.
+#include <thread>
+
 #include "spool_impl.hpp"
 #include "tdhook/pattern.hpp"
 
@@ -212,7 +214,10 @@ Result<std::int64_t> Spool::purge_delivered(std::int64_t older_than_ms) {
   if (s.options.read_only) return read_only_error();
   std::int64_t removed = 0;
   bool dedup_done = false;
-  for (;;) {
+  for (bool first = true;; first = false) {
+    // A breath between chunks, with the lock released: a receiver writing to this spool from
+    // another process takes it then (its busy handler looks every millisecond).
+    if (!first) std::this_thread::sleep_for(std::chrono::milliseconds(3));
     // One chunk per transaction, so that the receiver's puts are not held up for long.
     std::lock_guard lock(s.write_mutex);
     SqlFailure failure;
