@@ -22,6 +22,8 @@ namespace {
 // finishes the background checkpoint between two batches (Spool::maintain) so that the log can
 // start again from its beginning.
 constexpr int kWriterCatchUpFrames = 2048;
+// ... but only when the background checkpoint has left at most this many frames to copy.
+constexpr int kWriterCatchUpMaxRest = 512;
 // Expired dedup keys are purged from the put path at most this often.
 constexpr std::int64_t kDedupExpiryIntervalMs = 60 * 1000;
 // After a failed write (disk full), writable() tries a write at most this often (and not within
@@ -47,16 +49,24 @@ Spool::~Spool() { impl_->stop_checkpointer(); }
 void Spool::Impl::checkpoint_loop() {
   ::pthread_setname_np(::pthread_self(), "tdhook-ckpt");
   std::unique_lock lock(checkpoint_mutex);
+  int last_copied = -1;
+  bool progressing = false;
   while (!checkpoint_stop) {
-    checkpoint_cv.wait_for(lock, std::chrono::milliseconds(100));
+    // Behind and catching up: go on soon. Otherwise look again in a while (or when the writer
+    // asks, Spool::maintain). Each round syncs the log and the database: not in a tight loop.
+    checkpoint_cv.wait_for(lock, std::chrono::milliseconds(progressing ? 10 : 100));
     if (checkpoint_stop) break;
     lock.unlock();
     // PASSIVE: copies what no reader still needs into the database, and never waits for (or
     // blocks) the writer or the readers. The stronger modes take the writer's lock for the whole
     // copy: every answer waiting on a commit would wait for them, and the writer, finding the
-    // lock taken, sleeps in SQLite's busy handler (steps of up to 100 ms).
-    sqlite3_wal_checkpoint_v2(checkpoint_db.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr,
-                              nullptr);
+    // lock taken, sleeps in its busy handler.
+    int log_frames = 0, copied = 0;
+    const int rc = sqlite3_wal_checkpoint_v2(checkpoint_db.get(), nullptr,
+                                             SQLITE_CHECKPOINT_PASSIVE, &log_frames, &copied);
+    progressing = rc == SQLITE_OK && copied < log_frames && copied != last_copied;
+    last_copied = copied;
+    if (rc == SQLITE_OK) checkpointed_frames.store(copied, std::memory_order_relaxed);
     lock.lock();
   }
 }
@@ -64,12 +74,19 @@ void Spool::Impl::checkpoint_loop() {
 // Under a steady load the background checkpoint never catches up with the writer, and SQLite
 // only starts the log again from its beginning when a write transaction begins with every frame
 // copied: the log would grow without bound. Between two batches nobody else writes, so a
-// PASSIVE checkpoint here copies the rest (the few frames the background one has not) and the
-// next transaction restarts the log. A reader still on an old snapshot only postpones it.
+// PASSIVE checkpoint here copies the rest and the next transaction restarts the log (a reader
+// still on an old snapshot only postpones it). Only when the rest is small: the answers of the
+// next batch wait for it. A large rest (a burst, or a purge from another process) is left to the
+// background thread, woken now.
 void Spool::maintain() noexcept {
   Impl& s = *impl_;
   if (!s.options.background_checkpoint || s.options.read_only) return;
-  if (s.wal_frames.load(std::memory_order_relaxed) < kWriterCatchUpFrames) return;
+  const int frames = s.wal_frames.load(std::memory_order_relaxed);
+  if (frames < kWriterCatchUpFrames) return;
+  if (frames - s.checkpointed_frames.load(std::memory_order_relaxed) > kWriterCatchUpMaxRest) {
+    s.checkpoint_cv.notify_one();
+    return;
+  }
   std::lock_guard lock(s.write_mutex);
   int log_frames = 0, copied = 0;
   if (sqlite3_wal_checkpoint_v2(s.write_db.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames,

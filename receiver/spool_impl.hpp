@@ -74,6 +74,8 @@ struct Spool::Impl {
   bool checkpoint_stop = false;
   // Frames in the write-ahead log after write_db's last commit (its WAL hook).
   std::atomic<int> wal_frames{0};
+  // Frames the background checkpoint had copied at its last run.
+  std::atomic<int> checkpointed_frames{0};
   void checkpoint_loop();
   void stop_checkpointer();
 

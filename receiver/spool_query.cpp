@@ -12,7 +12,7 @@ using detail::SqlFailure;
 
 // The start of every not-found detail; is_not_found() recognises it.
 constexpr std::string_view kNotFound = "no event with delivery id ";
-constexpr std::int64_t kPurgeChunk = 500;  // = the LIMIT of purge_select
+constexpr std::int64_t kPurgeChunk = 100;  // = the LIMIT of purge_select
 
 Error read_only_error() { return Error{ErrorCode::invalid_input, "spool opened read-only"}; }
 
@@ -209,15 +209,37 @@ Result<std::int64_t> Spool::retry(const std::optional<std::string>& delivery_id,
   return changed;
 }
 
+namespace {
+
+// Between two purge chunks, with the lock released (a receiver writing to this spool from
+// another process takes it then: its busy handler looks every millisecond). Each chunk adds the
+// pages it freed to the write-ahead log, and the log only starts again from its beginning once
+// all of it has been copied into the database. Purging faster than that lets the log grow to
+// hundreds of MiB, and the receiver then truncates it back to its size limit in one of its
+// commits: a pause of 100 ms or more for every answer waiting on that commit. So copy what can
+// be copied from here, and wait (a second at most) while the log is still long.
+void pace_purge(detail::Connection& db) {
+  constexpr int kMaxLogFrames = 8192;  // 32 MiB of 4 KiB pages; the receiver's limit is 64
+  for (int round = 0; round < 50; ++round) {
+    int log_frames = -1, copied = -1;
+    const int rc = sqlite3_wal_checkpoint_v2(db.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
+                                             &log_frames, &copied);
+    if (rc == SQLITE_OK && log_frames < kMaxLogFrames) return;
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(3));
+}
+
+}  // namespace
+
 Result<std::int64_t> Spool::purge_delivered(std::int64_t older_than_ms) {
   Impl& s = *impl_;
   if (s.options.read_only) return read_only_error();
   std::int64_t removed = 0;
   bool dedup_done = false;
   for (bool first = true;; first = false) {
-    // A breath between chunks, with the lock released: a receiver writing to this spool from
-    // another process takes it then (its busy handler looks every millisecond).
-    if (!first) std::this_thread::sleep_for(std::chrono::milliseconds(3));
+    if (!first) pace_purge(s.write_db);
     // One chunk per transaction, so that the receiver's puts are not held up for long.
     std::lock_guard lock(s.write_mutex);
     SqlFailure failure;

@@ -65,7 +65,7 @@ bool prepare_write_statements(detail::Connection& db, WriteStatements& w,
            "WHERE state='dead'"},
           {&w.purge_select,
            "SELECT row FROM events e WHERE received_at < ?1 AND NOT EXISTS(SELECT 1 FROM "
-           "deliveries d WHERE d.event_row=e.row AND d.state<>'delivered') LIMIT 500"},
+           "deliveries d WHERE d.event_row=e.row AND d.state<>'delivered') LIMIT 100"},
           {&w.purge_attempts, "DELETE FROM attempts WHERE event_row=?1"},
           {&w.purge_deliveries, "DELETE FROM deliveries WHERE event_row=?1"},
           {&w.purge_event, "DELETE FROM events WHERE row=?1"},
