@@ -300,6 +300,10 @@ class EventLoop {
       conns_.emplace(fd, std::move(c));
       s_.open.fetch_add(1);
       ++taken;
+      // A client usually sends its request right after connecting (Tiledesk opens a
+      // connection per notification): read it now rather than after another epoll_wait. When
+      // nothing is there yet, recv() says EAGAIN and the readiness comes later as usual.
+      on_event(fd, EPOLLIN);
     }
   }
 
