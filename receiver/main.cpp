@@ -63,7 +63,7 @@ int serve(const Config& config, const Logger& log) {
   spool_options.durability = config.durability;
   spool_options.dedup_window = config.dedup_window;
   spool_options.max_pending = config.max_pending;
-  spool_options.background_checkpoint = true;
+  spool_options.writer_checkpoints = true;
   auto spool = Spool::open(spool_options);
   if (!spool) {
     log.error("cannot open the spool", LogFields().add("reason", spool.error().detail));

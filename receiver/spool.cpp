@@ -6,10 +6,14 @@
 // transaction and wakes the others. Whoever queued while a leader was writing is taken by the
 // next leader, so a batch grows with the load and a lone caller never waits for company.
 #include <pthread.h>
+#include <sys/file.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <exception>
+#include <filesystem>
 #include <thread>
 #include <utility>
 
@@ -18,12 +22,10 @@
 namespace tdhook::receiver {
 namespace {
 
-// Past this many frames in the write-ahead log (4 KiB pages: 8 MiB), the writing thread
-// finishes the background checkpoint between two batches (Spool::maintain) so that the log can
-// start again from its beginning.
-constexpr int kWriterCatchUpFrames = 2048;
-// ... but only when the background checkpoint has left at most this many frames to copy.
-constexpr int kWriterCatchUpMaxRest = 512;
+// The writer checkpoints once the write-ahead log holds this many frames (4 KiB pages: 4 MiB).
+constexpr int kCheckpointFrames = 1024;
+// When idle, a log file larger than this is emptied.
+constexpr std::uintmax_t kLogSizeKeptBytes = 64ULL * 1024 * 1024;
 // Expired dedup keys are purged from the put path at most this often.
 constexpr std::int64_t kDedupExpiryIntervalMs = 60 * 1000;
 // After a failed write (disk full), writable() tries a write at most this often (and not within
@@ -44,65 +46,54 @@ std::int64_t steady_ms() {
 }  // namespace
 
 Spool::Spool(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Spool::~Spool() { impl_->stop_checkpointer(); }
-
-void Spool::Impl::checkpoint_loop() {
-  ::pthread_setname_np(::pthread_self(), "tdhook-ckpt");
-  std::unique_lock lock(checkpoint_mutex);
-  int last_copied = -1;
-  bool progressing = false;
-  while (!checkpoint_stop) {
-    // Behind and catching up: go on soon. Otherwise look again in a while (or when the writer
-    // asks, Spool::maintain). Each round syncs the log and the database: not in a tight loop.
-    checkpoint_cv.wait_for(lock, std::chrono::milliseconds(progressing ? 10 : 100));
-    if (checkpoint_stop) break;
-    lock.unlock();
-    // PASSIVE: copies what no reader still needs into the database, and never waits for (or
-    // blocks) the writer or the readers. The stronger modes take the writer's lock for the whole
-    // copy: every answer waiting on a commit would wait for them, and the writer, finding the
-    // lock taken, sleeps in its busy handler.
-    int log_frames = 0, copied = 0;
-    const int rc = sqlite3_wal_checkpoint_v2(checkpoint_db.get(), nullptr,
-                                             SQLITE_CHECKPOINT_PASSIVE, &log_frames, &copied);
-    progressing = rc == SQLITE_OK && copied < log_frames && copied != last_copied;
-    last_copied = copied;
-    if (rc == SQLITE_OK) checkpointed_frames.store(copied, std::memory_order_relaxed);
-    lock.lock();
-  }
+Spool::~Spool() {
+  if (impl_->lock_fd >= 0) ::close(impl_->lock_fd);
 }
 
-// Under a steady load the background checkpoint never catches up with the writer, and SQLite
-// only starts the log again from its beginning when a write transaction begins with every frame
-// copied: the log would grow without bound. Between two batches nobody else writes, so a
-// PASSIVE checkpoint here copies the rest and the next transaction restarts the log (a reader
-// still on an old snapshot only postpones it). Only when the rest is small: the answers of the
-// next batch wait for it. A large rest (a burst, or a purge from another process) is left to the
-// background thread, woken now.
-void Spool::maintain() noexcept {
+// Under a steady load SQLite only starts the log again from its beginning when a write
+// transaction begins with every frame copied into the database, and a checkpoint in another
+// connection than the writer's would race with that restart (see lock_fd). So the writer's own
+// connection checkpoints, between two batches, in small steps: each copies a few MiB, a pause
+// the next batch's answers wait for. A reader still on an old snapshot only postpones the
+// restart. When idle, a log file grown by a burst or a purge is emptied.
+void Spool::maintain(bool idle) noexcept {
   Impl& s = *impl_;
-  if (!s.options.background_checkpoint || s.options.read_only) return;
+  if (!s.options.writer_checkpoints || s.options.read_only) return;
   const int frames = s.wal_frames.load(std::memory_order_relaxed);
-  if (frames < kWriterCatchUpFrames) return;
-  if (frames - s.checkpointed_frames.load(std::memory_order_relaxed) > kWriterCatchUpMaxRest) {
-    s.checkpoint_cv.notify_one();
-    return;
-  }
+  std::error_code ec;
+  const auto log_size = idle ? std::filesystem::file_size(s.path.string() + "-wal", ec) : 0;
+  const bool truncate = idle && !ec && log_size > kLogSizeKeptBytes;
+  if (!truncate && frames < (idle ? 1 : kCheckpointFrames)) return;
   std::lock_guard lock(s.write_mutex);
+  FileLock file(s.lock_fd);
   int log_frames = 0, copied = 0;
-  if (sqlite3_wal_checkpoint_v2(s.write_db.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
-                                &copied) == SQLITE_OK &&
-      log_frames == copied) {
-    s.wal_frames.store(0, std::memory_order_relaxed);
+  int rc = SQLITE_OK;
+  if (truncate) {
+    // Waits for no reader: a reader on an old snapshot makes it busy, and the next idle round
+    // tries again (waiting would hold every writer back).
+    sqlite3_busy_handler(s.write_db.get(), nullptr, nullptr);
+    rc = sqlite3_wal_checkpoint_v2(s.write_db.get(), nullptr, SQLITE_CHECKPOINT_TRUNCATE,
+                                   &log_frames, &copied);
+    sqlite3_busy_handler(s.write_db.get(), spool_busy_handler, nullptr);
+  } else {
+    rc = sqlite3_wal_checkpoint_v2(s.write_db.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
+                                   &log_frames, &copied);
+  }
+  if (rc == SQLITE_OK && log_frames == copied) s.wal_frames.store(0, std::memory_order_relaxed);
+}
+
+FileLock::FileLock(int fd) noexcept : fd_(fd) {
+  if (fd_ < 0) return;
+  while (::flock(fd_, LOCK_EX) != 0) {
+    if (errno != EINTR) {
+      fd_ = -1;  // no lock to be had (never on a local file): go on as SQLite alone would
+      return;
+    }
   }
 }
 
-void Spool::Impl::stop_checkpointer() {
-  {
-    std::lock_guard lock(checkpoint_mutex);
-    checkpoint_stop = true;
-  }
-  checkpoint_cv.notify_all();
-  if (checkpointer.joinable()) checkpointer.join();
+FileLock::~FileLock() {
+  if (fd_ >= 0) ::flock(fd_, LOCK_UN);
 }
 
 PutResult Spool::put(NewEvent event) {
@@ -183,6 +174,7 @@ void Spool::Impl::write_batch(std::vector<PutWaiter*>& batch) noexcept {
 
 bool Spool::Impl::write_batch_transaction(std::vector<PutWaiter*>& batch) {
   std::lock_guard lock(write_mutex);
+  FileLock file(write_lock_fd());
   detail::SqlFailure failure;
   detail::Transaction txn(write_db);
   bool ok = txn.begin(failure) && sync_external_changes(failure);
@@ -298,6 +290,7 @@ bool Spool::Impl::probe_writable() noexcept {
   // A writer holds the lock: its own outcome will set the flag.
   std::unique_lock lock(write_mutex, std::try_to_lock);
   if (!lock.owns_lock()) return writable.load();
+  FileLock file(write_lock_fd());
   try {
     detail::SqlFailure failure;
     detail::Transaction txn(write_db);

@@ -32,10 +32,11 @@ struct SpoolOptions {
   std::chrono::milliseconds dedup_window{24 * 3600 * 1000};
   std::size_t max_pending = 100000;  // put() answers full beyond this
   bool read_only = false;            // for `tdhook spool ls/show`
-  // Checkpoint the write-ahead log from a background thread (the receiver) instead of in the
-  // commit that crosses SQLite's threshold: that commit, and every answer waiting on it, would
-  // otherwise pay for copying the log into the database and syncing it.
-  bool background_checkpoint = false;
+  // The receiver's spool: the writing thread checkpoints the write-ahead log between batches
+  // (Spool::maintain) instead of SQLite doing it inside the commit that crosses its threshold,
+  // and the log file is never truncated inside a commit. Other openers (`tdhook spool`) never
+  // checkpoint while another connection is open.
+  bool writer_checkpoints = false;
 };
 
 // An event to store. `record` is the complete event record (one JSON object, no newline) that
@@ -166,10 +167,11 @@ class Spool {
   bool writable() const noexcept;
   std::uint64_t commits() const noexcept;  // put() transactions committed (group commit)
 
-  // With background_checkpoint: call from the writing thread between batches. When the
-  // write-ahead log has grown, finishes the checkpoint there so that the log restarts instead of
-  // growing under a steady load. Cheap when there is nothing to do.
-  void maintain() noexcept;
+  // With writer_checkpoints: call from the writing thread between batches (`idle`: nothing
+  // was written for a while). Copies the write-ahead log into the database once it has grown,
+  // so that the log starts again from its beginning, and empties the log file when idle. Cheap
+  // when there is nothing to do.
+  void maintain(bool idle) noexcept;
 
   // Called after each commit that stored at least one event (dispatcher wake-up).
   void set_on_commit(std::function<void()> callback);

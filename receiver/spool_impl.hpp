@@ -66,18 +66,16 @@ struct Spool::Impl {
   std::atomic<std::uint64_t> commits{0};
   std::int64_t last_dedup_expiry_ms = 0;
 
-  // Background checkpoints (SpoolOptions::background_checkpoint).
-  detail::Connection checkpoint_db;
-  std::thread checkpointer;
-  std::mutex checkpoint_mutex;
-  std::condition_variable checkpoint_cv;
-  bool checkpoint_stop = false;
-  // Frames in the write-ahead log after write_db's last commit (its WAL hook).
+  // Checkpoints (SpoolOptions::writer_checkpoints): frames in the write-ahead log after
+  // write_db's last commit (its WAL hook).
   std::atomic<int> wal_frames{0};
-  // Frames the background checkpoint had copied at its last run.
-  std::atomic<int> checkpointed_frames{0};
-  void checkpoint_loop();
-  void stop_checkpointer();
+  // <data-dir>/spool.lock: a checkpoint and another process's write transaction never overlap
+  // (SQLite before 3.51.3 can corrupt the database when a checkpoint starts while another
+  // connection's commit restarts the log: the "WAL-reset bug"). -1 when read-only.
+  int lock_fd = -1;
+  // The lock file for this opener's write transactions: `tdhook spool` takes it for each, the
+  // receiver only for its checkpoints (its own writes and checkpoints share write_mutex).
+  int write_lock_fd() const noexcept { return options.writer_checkpoints ? -1 : lock_fd; }
 
   std::mutex callback_mutex;
   std::function<void()> on_commit;
@@ -109,7 +107,23 @@ struct Spool::Impl {
   Error sql_error(const detail::SqlFailure& failure) const;
 };
 
+// Holds <data-dir>/spool.lock exclusively for its lifetime (nothing when fd < 0).
+class FileLock {
+ public:
+  explicit FileLock(int fd) noexcept;
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  int fd_;
+};
+
+// The busy handler of every spool connection: retries a lock every millisecond for 10 s.
+int spool_busy_handler(void* unused, int tries);
+
 std::int64_t spool_now_ms();
+std::int64_t steady_now_ms();
 // Every statement the spool uses, prepared on its connection.
 bool prepare_write_statements(detail::Connection& db, WriteStatements& w,
                               detail::SqlFailure& failure);

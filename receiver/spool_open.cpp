@@ -1,4 +1,5 @@
 // Opening the spool: identity and integrity checks, schema creation, prepared statements.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -41,6 +42,7 @@ CREATE TABLE deliveries(
   PRIMARY KEY (sink, event_row)) WITHOUT ROWID;
 CREATE INDEX deliveries_due ON deliveries(sink, state, next_attempt_at);
 CREATE INDEX deliveries_event ON deliveries(event_row, state);
+CREATE INDEX deliveries_pending ON deliveries(event_row) WHERE state='pending';
 CREATE TABLE attempts(
   event_row INTEGER NOT NULL,
   sink TEXT NOT NULL,
@@ -56,6 +58,13 @@ CREATE TABLE dedup(
   received_at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX dedup_received ON dedup(received_at);
 )sql";
+
+// Added after the first release of the schema (same version: older spools get it at their next
+// start, and an older tdhook keeps it up to date like any index). It holds only the pending
+// deliveries, so counting the pending events reads a few pages, not the whole table.
+constexpr const char* kPendingIndex =
+    "CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(event_row) "
+    "WHERE state='pending'";
 
 Error open_error(const std::filesystem::path& path, const std::string& what) {
   return Error{ErrorCode::invalid_config, "spool " + path.string() + ": " + what};
@@ -147,9 +156,11 @@ Status configure(Connection& db, const SpoolOptions& options, const std::filesys
   if (auto s = enable_wal(db, path); !s) return s;
   const char* sync = options.durability == Durability::power ? "PRAGMA synchronous=FULL"
                                                              : "PRAGMA synchronous=NORMAL";
-  // A large write burst must not leave a WAL file of that size behind for ever.
-  // 8 MiB of page cache: the pages a batch touches stay in memory between batches.
-  if (!db.exec(sync, failure) || !db.exec("PRAGMA journal_size_limit=67108864", failure) ||
+  // 8 MiB of page cache: the pages a batch touches stay in memory between batches. The log file is
+  // never truncated inside a commit: a log grown by a burst or a purge would be cut back in the
+  // commit of some waiting requests (100 ms and more for a few hundred MiB). The receiver empties
+  // it when idle (Spool::maintain).
+  if (!db.exec(sync, failure) || !db.exec("PRAGMA journal_size_limit=-1", failure) ||
       !db.exec("PRAGMA cache_size=-8192", failure)) {
     return open_error(path, detail::describe(failure));
   }
@@ -185,18 +196,17 @@ Result<Connection> connect(const std::filesystem::path& path, bool read_only) {
   // and a writer that wakes just after another process's commit finds its next transaction
   // begun: every answer waiting on the receiver's commit would wait that long. Looking again
   // every millisecond takes the lock in the gap between two purge chunks.
-  sqlite3_busy_handler(
-      db.get(),
-      [](void*, int tries) {
-        if (tries >= 10000) return 0;
-        ::usleep(1000);
-        return 1;
-      },
-      nullptr);
+  sqlite3_busy_handler(db.get(), spool_busy_handler, nullptr);
   return db;
 }
 
 }  // namespace
+
+int spool_busy_handler(void*, int tries) {
+  if (tries >= 10000) return 0;
+  ::usleep(1000);
+  return 1;
+}
 
 Result<std::unique_ptr<Spool>> Spool::open(const SpoolOptions& options) {
   auto impl = std::make_unique<Impl>();
@@ -251,6 +261,9 @@ Result<std::unique_ptr<Spool>> Spool::open(const SpoolOptions& options) {
     if (auto s = configure(*main_db, options, path); !s) return std::move(s).error();
     if (fresh) {
       if (auto s = create_schema(*main_db, path); !s) return std::move(s).error();
+    } else if (!main_db->exec(kPendingIndex, failure)) {
+      return open_error(path,
+                        "cannot add the pending-deliveries index: " + detail::describe(failure));
     }
   }
 
@@ -270,18 +283,10 @@ Result<std::unique_ptr<Spool>> Spool::open(const SpoolOptions& options) {
     return open_error(path, "not the schema of a tdhook spool (version " +
                                 std::to_string(kSchemaVersion) + "): " + detail::describe(failure));
   }
-  if (!options.read_only && options.background_checkpoint) {
-    std::int64_t probe = 0;
-    auto checkpointer = connect(path, false);
-    if (!checkpointer) return std::move(checkpointer).error();
-    impl->checkpoint_db = std::move(*checkpointer);
-    // A connection learns that the file is in WAL mode when it first reads it; until then a
-    // checkpoint does nothing.
-    if (!single_integer(impl->checkpoint_db, "PRAGMA schema_version", probe, failure)) {
-      return open_error(path, detail::describe(failure));
-    }
-    // No checkpoint in the commits themselves (SQLite's auto-checkpoint is its WAL hook); the
-    // hook instead notes the log's size for Spool::maintain().
+  if (!options.read_only) {
+    // No checkpoint inside commits (SQLite's auto-checkpoint is its WAL hook, replaced here):
+    // the receiver checkpoints between batches (Spool::maintain), `tdhook spool` never does
+    // while another connection is open (SQLite checkpoints at the close of the last one).
     sqlite3_wal_hook(
         impl->write_db.get(),
         [](void* arg, sqlite3*, const char*, int frames) {
@@ -289,8 +294,12 @@ Result<std::unique_ptr<Spool>> Spool::open(const SpoolOptions& options) {
           return SQLITE_OK;
         },
         &impl->wal_frames);
-    Spool::Impl* self = impl.get();
-    impl->checkpointer = std::thread([self] { self->checkpoint_loop(); });
+    const auto lock_path = options.data_dir / "spool.lock";
+    impl->lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (impl->lock_fd < 0) {
+      return open_error(
+          path, "cannot open its lock file " + lock_path.string() + ": " + std::strerror(errno));
+    }
   }
   if (options.read_only) {
     // Only for pending_total(); a read-only spool never changes it.

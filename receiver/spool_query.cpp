@@ -85,6 +85,8 @@ bool Spool::Impl::sync_external_changes(SqlFailure& failure) {
     version = q.integer(0);
   }
   if (version == data_version) return true;
+  // Another process committed (`tdhook spool retry` moves deliveries back to pending): recount.
+  // Cheap: the deliveries_pending index holds the pending deliveries only.
   if (!recount_pending(failure)) return false;
   data_version = version;
   return true;
@@ -138,6 +140,7 @@ bool Spool::Impl::mark_one(const Delivery& d, const Attempt& attempt, DeliverySt
 Status Spool::Impl::mark(const std::vector<Spool::Mark>& marks) {
   if (options.read_only) return read_only_error();
   std::lock_guard lock(write_mutex);
+  FileLock file(write_lock_fd());
   SqlFailure failure;
   detail::Transaction txn(write_db);
   bool ok = txn.begin(failure) && sync_external_changes(failure);
@@ -176,6 +179,7 @@ Result<std::int64_t> Spool::retry(const std::optional<std::string>& delivery_id,
     return Error{ErrorCode::invalid_input, "retry needs a delivery id or all dead deliveries"};
   }
   std::lock_guard lock(s.write_mutex);
+  FileLock file(s.write_lock_fd());
   SqlFailure failure;
   detail::Transaction txn(s.write_db);
   if (!txn.begin(failure)) return s.sql_error(failure);
@@ -211,24 +215,15 @@ Result<std::int64_t> Spool::retry(const std::optional<std::string>& delivery_id,
 
 namespace {
 
-// Between two purge chunks, with the lock released (a receiver writing to this spool from
-// another process takes it then: its busy handler looks every millisecond). Each chunk adds the
-// pages it freed to the write-ahead log, and the log only starts again from its beginning once
-// all of it has been copied into the database. Purging faster than that lets the log grow to
-// hundreds of MiB, and the receiver then truncates it back to its size limit in one of its
-// commits: a pause of 100 ms or more for every answer waiting on that commit. So copy what can
-// be copied from here, and wait (a second at most) while the log is still long.
-void pace_purge(detail::Connection& db) {
-  constexpr int kMaxLogFrames = 8192;  // 32 MiB of 4 KiB pages; the receiver's limit is 64
-  for (int round = 0; round < 50; ++round) {
-    int log_frames = -1, copied = -1;
-    const int rc = sqlite3_wal_checkpoint_v2(db.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
-                                             &log_frames, &copied);
-    if (rc == SQLITE_OK && log_frames < kMaxLogFrames) return;
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  std::this_thread::sleep_for(std::chrono::milliseconds(3));
+// Between two purge chunks, with the locks released (a receiver writing to this spool from
+// another process takes them then: its busy handler looks every millisecond). Each chunk adds
+// the pages it freed to the write-ahead log, which only the receiver checkpoints; purging much
+// faster than it copies would make the log grow for nothing. So while the log is long, go
+// slower.
+void pace_purge(const std::atomic<int>& wal_frames) {
+  constexpr int kLongLogFrames = 8192;  // 32 MiB of 4 KiB pages
+  const bool long_log = wal_frames.load(std::memory_order_relaxed) > kLongLogFrames;
+  std::this_thread::sleep_for(std::chrono::milliseconds(long_log ? 50 : 3));
 }
 
 }  // namespace
@@ -239,9 +234,10 @@ Result<std::int64_t> Spool::purge_delivered(std::int64_t older_than_ms) {
   std::int64_t removed = 0;
   bool dedup_done = false;
   for (bool first = true;; first = false) {
-    if (!first) pace_purge(s.write_db);
+    if (!first) pace_purge(s.wal_frames);
     // One chunk per transaction, so that the receiver's puts are not held up for long.
     std::lock_guard lock(s.write_mutex);
+    FileLock file(s.write_lock_fd());
     SqlFailure failure;
     detail::Transaction txn(s.write_db);
     if (!txn.begin(failure)) return s.sql_error(failure);

@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <chrono>
 #include <utility>
 
 namespace tdhook::receiver {
@@ -38,7 +39,14 @@ void SpoolWriter::run() {
   std::vector<NewEvent> events;
   std::unique_lock lock(mutex_);
   while (true) {
-    cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    // Idle for a second: the spool's idle upkeep (emptying a grown log), then wait again.
+    if (!cv_.wait_for(lock, std::chrono::seconds(1),
+                      [this] { return stopping_ || !queue_.empty(); })) {
+      lock.unlock();
+      spool_.maintain(true);
+      lock.lock();
+      continue;
+    }
     if (queue_.empty()) return;  // stopping, and everything queued was written
     if (queue_.size() <= max_batch_) {
       batch.swap(queue_);
@@ -55,7 +63,7 @@ void SpoolWriter::run() {
     for (std::size_t i = 0; i < batch.size(); ++i) batch[i].done(std::move(results[i]));
     batch.clear();
     events = {};
-    spool_.maintain();
+    spool_.maintain(false);
     lock.lock();
   }
 }
