@@ -76,7 +76,7 @@ sample() { # elapsed-seconds
 t0=$(date +%s)
 deadline=$((t0 + duration))
 next_sample=$t0
-seg=0 wrk_pid="" purge_pid="" purges=0 skipped_purges=0
+seg=0 wrk_pid="" purge_pid="" purges=0 skipped_purges=0 failed_purges=0
 total_req=0 total_non2xx=0 total_sockerr=0
 sample 0
 next_sample=$((next_sample + interval))
@@ -119,7 +119,8 @@ while :; do
       skipped_purges=$((skipped_purges + 1))
     else
       [ -z "$purge_pid" ] || {
-        wait "$purge_pid" || true
+        # A purge opens the spool with an integrity check: a failure here is worth reading.
+        wait "$purge_pid" || failed_purges=$((failed_purges + 1))
         b_forget "$purge_pid"
       }
       b_start "$B_WORK/purge.log" "$B_BUILD/tools/tdhook" spool --data-dir "$B_WORK/data" purge --delivered --older-than 30s
@@ -138,7 +139,7 @@ echo
 echo "$machine (at the start); load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 echo "command: $command_line"
 echo "soak: tdhook-receiver, file sink, default options, wrk -t$B_WRK_THREADS -c$B_CONNECTIONS keep-alive, unique bodies, ${duration}s in $seg segment(s); took $(($(date +%s) - started))s"
-echo "requests: $total_req, non-2xx $total_non2xx, socket errors $total_sockerr (segments that ran to their end); $purges purges of delivered events ($skipped_purges skipped: the previous one still ran)"
+echo "requests: $total_req, non-2xx $total_non2xx, socket errors $total_sockerr (segments that ran to their end); $purges purges of delivered events ($skipped_purges skipped: the previous one still ran; $failed_purges failed, see purge.log with KEEP=1)"
 [ -z "$stopped_early" ] || echo "NOT COMPLETE: $stopped_early"
 echo
 echo "| t s | VmRSS MiB | VmHWM MiB | events stored | pending | spool on disk MiB | of which WAL MiB | disk free GiB |"
