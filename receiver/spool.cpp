@@ -24,6 +24,8 @@ namespace {
 
 // The writer checkpoints once the write-ahead log holds this many frames (4 KiB pages: 4 MiB).
 constexpr int kCheckpointFrames = 1024;
+// A log longer than this (16 MiB) that is wholly copied gets a RESTART checkpoint (see maintain).
+constexpr int kRestartFrames = 4096;
 // When idle, a log file larger than this is emptied.
 constexpr std::uintmax_t kLogSizeKeptBytes = 64ULL * 1024 * 1024;
 // Expired dedup keys are purged from the put path at most this often.
@@ -78,6 +80,16 @@ void Spool::maintain(bool idle) noexcept {
   } else {
     rc = sqlite3_wal_checkpoint_v2(s.write_db.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
                                    &log_frames, &copied);
+    if (rc == SQLITE_OK && log_frames == copied && log_frames >= kRestartFrames) {
+      // Everything is copied, yet the log has not started again for a while: a reader was on
+      // it each time a transaction could have restarted it (under a purge, often). RESTART,
+      // without waiting, succeeds when no reader is on the log now, and then the next
+      // transaction restarts it for sure.
+      sqlite3_busy_handler(s.write_db.get(), nullptr, nullptr);
+      sqlite3_wal_checkpoint_v2(s.write_db.get(), nullptr, SQLITE_CHECKPOINT_RESTART, nullptr,
+                                nullptr);
+      sqlite3_busy_handler(s.write_db.get(), spool_busy_handler, nullptr);
+    }
   }
   if (rc == SQLITE_OK && log_frames == copied) s.wal_frames.store(0, std::memory_order_relaxed);
 }

@@ -32,6 +32,11 @@ struct SpoolOptions {
   std::chrono::milliseconds dedup_window{24 * 3600 * 1000};
   std::size_t max_pending = 100000;  // put() answers full beyond this
   bool read_only = false;            // for `tdhook spool ls/show`
+  // PRAGMA quick_check at open (the receiver). `tdhook spool` skips it: on a large spool it is
+  // a read of several seconds, during which a running receiver's write-ahead log cannot be
+  // restarted and grows by everything written meanwhile. SQLite still reports a damaged page
+  // that a command reads.
+  bool check_integrity = true;
   // The receiver's spool: the writing thread checkpoints the write-ahead log between batches
   // (Spool::maintain) instead of SQLite doing it inside the commit that crosses its threshold,
   // and the log file is never truncated inside a commit. Other openers (`tdhook spool`) never

@@ -249,7 +249,9 @@ Result<std::unique_ptr<Spool>> Spool::open(const SpoolOptions& options) {
   bool fresh = false;
   if (auto s = identify(*main_db, path, fresh); !s) return std::move(s).error();
   if (fresh && options.read_only) return open_error(path, "empty file, not a tdhook spool");
-  if (auto s = integrity(*main_db, path); !s) return std::move(s).error();
+  if (options.check_integrity) {
+    if (auto s = integrity(*main_db, path); !s) return std::move(s).error();
+  }
   SqlFailure failure;
   // An existing spool's tables are checked (by preparing every statement on them) before
   // anything is written to the file, WAL mode included.

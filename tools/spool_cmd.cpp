@@ -184,6 +184,7 @@ Result<std::unique_ptr<Spool>> open_spool(const SpoolArgs& args, bool write) {
   receiver::SpoolOptions options;
   options.data_dir = args.data_dir;
   options.read_only = !write;
+  options.check_integrity = false;  // see SpoolOptions: the receiver checks at its start
   std::error_code ec;
   if (!std::filesystem::is_regular_file(options.data_dir / "spool.db", ec)) {
     return Error{ErrorCode::invalid_config,
