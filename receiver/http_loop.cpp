@@ -249,12 +249,20 @@ class EventLoop {
       listening_ = false;
       if (s_.listen_users.fetch_sub(1) == 1) ::close(listen_fd_);
     }
+    // Idle keep-alive connections are closed once the grace is over, not at once: a client may
+    // have sent its next request just before the signal, and that request is answered (with
+    // Connection: close). Bytes already waiting on a connection also keep it open.
+    if (listening_) return false;
     std::vector<int> idle;
     for (auto& [fd, c] : conns_) {
-      if (c->phase == Phase::head && c->in.empty() && c->served) idle.push_back(fd);
+      char byte = 0;
+      if (c->phase == Phase::head && c->in.empty() && c->served &&
+          ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0) {
+        idle.push_back(fd);
+      }
     }
     for (int fd : idle) close_connection(fd);
-    return !listening_ && conns_.empty() && outstanding_ == 0;
+    return conns_.empty() && outstanding_ == 0;
   }
 
   void accept_all() { accept_some(std::numeric_limits<std::size_t>::max()); }
