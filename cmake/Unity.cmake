@@ -1,16 +1,19 @@
-# Unity builds (TDHOOK_UNITY_BUILD, off by default; scripts/test and .ci/run turn it on): each
-# target compiles its sources in a few groups, one compiler run per group, so the heavy headers
-# (httplib, nlohmann/json, CLI11, simdjson, doctest) and the templates they instantiate are
-# compiled once per group instead of once per file. From scratch that is about three times less
-# compilation. Day-to-day builds keep one compiler run per file: an edit recompiles one file, and
-# a file that forgets an include still fails there.
+# Unity builds (TDHOOK_UNITY_BUILD, off by default; scripts/build, and so scripts/test and
+# scripts/run, scripts/fuzz and .ci/run turn it on): each target compiles its sources in a few
+# groups, one compiler run per group, so the heavy headers (CLI11, httplib, nlohmann/json,
+# simdjson, doctest) and the templates they instantiate are compiled once per group instead of
+# once per file. From scratch that is about half the compilation. A build configured without the
+# option keeps one compiler run per file: an edit recompiles one file, and a file that forgets an
+# include still fails there.
 #
 # The groups are listed by hand (tdhook_unity_group), because files compiled together share one
 # translation unit: two files of a group must not both define the same name in an anonymous
-# namespace (or a static function of the same name), and a file whose named class holds a member
-# of an anonymous-namespace type is left out of every group (GCC's -Wsubobject-linkage). A file in
-# no group, such as a new one, is compiled on its own; a clash shows as "redefinition of
-# '...::{anonymous}::name'": move one of the two files to another group.
+# namespace (or a static function of the same name), nor use a name that another file's
+# using-directive makes ambiguous; a file whose named class holds a member of an
+# anonymous-namespace type is left out of every group (GCC's -Wsubobject-linkage). A file in no
+# group, such as a new one, is compiled on its own; a clash shows as "redefinition of
+# '...::{anonymous}::name'" or "call of overloaded '...' is ambiguous": move one of the two files
+# to another group.
 
 # Compile <targets> in their unity groups when TDHOOK_UNITY_BUILD is on.
 function(tdhook_unity_build)
