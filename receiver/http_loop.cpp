@@ -286,7 +286,10 @@ class EventLoop {
         }
         return;  // EAGAIN (another loop took it), or an error the next readiness shows again
       }
-      if (s_.open.load() >= s_.max_connections) {
+      // The place is taken before the check: two loops accepting at once must not both see
+      // the last free place.
+      if (s_.open.fetch_add(1) >= s_.max_connections) {
+        s_.open.fetch_sub(1);
         ::close(fd);
         continue;
       }
@@ -302,11 +305,11 @@ class EventLoop {
       ev.events = EPOLLIN | EPOLLRDHUP;
       ev.data.fd = fd;
       if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        s_.open.fetch_sub(1);
         ::close(fd);
         continue;
       }
       conns_.emplace(fd, std::move(c));
-      s_.open.fetch_add(1);
       ++taken;
       // A client usually sends its request right after connecting (Tiledesk opens a
       // connection per notification): read it now rather than after another epoll_wait. When

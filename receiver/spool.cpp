@@ -37,6 +37,15 @@ constexpr std::int64_t kDedupExpiryIntervalMs = 60 * 1000;
 constexpr std::int64_t kProbeIntervalMs = 1000;
 constexpr unsigned long long kProbeMinFreeBytes = 1024 * 1024;
 
+// A TRUNCATE or RESTART checkpoint that does not wait for readers (the spool's busy handler
+// would, and every writer with it): busy means the next round tries again.
+int checkpoint_without_waiting(sqlite3* db, int mode, int* log_frames, int* copied) {
+  sqlite3_busy_handler(db, nullptr, nullptr);
+  const int rc = sqlite3_wal_checkpoint_v2(db, nullptr, mode, log_frames, copied);
+  sqlite3_busy_handler(db, spool_busy_handler, nullptr);
+  return rc;
+}
+
 PutResult failed(std::string error) { return PutResult{PutOutcome::failed, {}, std::move(error)}; }
 
 std::int64_t steady_ms() {
@@ -71,12 +80,9 @@ void Spool::maintain(bool idle) noexcept {
   int log_frames = 0, copied = 0;
   int rc = SQLITE_OK;
   if (truncate) {
-    // Waits for no reader: a reader on an old snapshot makes it busy, and the next idle round
-    // tries again (waiting would hold every writer back).
-    sqlite3_busy_handler(s.write_db.get(), nullptr, nullptr);
-    rc = sqlite3_wal_checkpoint_v2(s.write_db.get(), nullptr, SQLITE_CHECKPOINT_TRUNCATE,
-                                   &log_frames, &copied);
-    sqlite3_busy_handler(s.write_db.get(), spool_busy_handler, nullptr);
+    // A reader on an old snapshot makes it busy, and the next idle round tries again.
+    rc = checkpoint_without_waiting(s.write_db.get(), SQLITE_CHECKPOINT_TRUNCATE, &log_frames,
+                                    &copied);
   } else {
     rc = sqlite3_wal_checkpoint_v2(s.write_db.get(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
                                    &log_frames, &copied);
@@ -85,10 +91,7 @@ void Spool::maintain(bool idle) noexcept {
       // it each time a transaction could have restarted it (under a purge, often). RESTART,
       // without waiting, succeeds when no reader is on the log now, and then the next
       // transaction restarts it for sure.
-      sqlite3_busy_handler(s.write_db.get(), nullptr, nullptr);
-      sqlite3_wal_checkpoint_v2(s.write_db.get(), nullptr, SQLITE_CHECKPOINT_RESTART, nullptr,
-                                nullptr);
-      sqlite3_busy_handler(s.write_db.get(), spool_busy_handler, nullptr);
+      checkpoint_without_waiting(s.write_db.get(), SQLITE_CHECKPOINT_RESTART, nullptr, nullptr);
     }
   }
   if (rc == SQLITE_OK && log_frames == copied) s.wal_frames.store(0, std::memory_order_relaxed);

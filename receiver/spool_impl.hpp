@@ -123,7 +123,6 @@ class FileLock {
 int spool_busy_handler(void* unused, int tries);
 
 std::int64_t spool_now_ms();
-std::int64_t steady_now_ms();
 // Every statement the spool uses, prepared on its connection.
 bool prepare_write_statements(detail::Connection& db, WriteStatements& w,
                               detail::SqlFailure& failure);
