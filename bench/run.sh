@@ -7,8 +7,8 @@
 #
 # Environment (defaults): BUILD_DIR (./build of the project), SECONDS (10, per server run),
 # CONNECTIONS (32), WRK_THREADS (2), DELIVERY_EVENTS (2000 x SECONDS), DELIVERY_WAIT
-# (2 x SECONDS, at least 10), EXEC_CONCURRENCY ("1 32": one exec row each; 1 is the receiver's
-# default, 32 = CONNECTIONS, as many runs at once as webhook gets), SEND_COUNT (20000),
+# (2 x SECONDS, at least 10), EXEC_CONCURRENCY ("8 1 32": one exec row each; 8 is the receiver's
+# default, 1 in arrival order, 32 = CONNECTIONS, as many runs at once as webhook gets), SEND_COUNT (20000),
 # SCENARIOS ("1 2 3 4 5"), KEEP=1 keeps the scratch folder, TDHOOK_SHARED (../shared),
 # TDHOOK_BENCH_DIR (/tmp/tdhook-bench: node_modules and the floor, kept between runs).
 # Installs what it needs: wrk and webhook (scripts/install-deps), express and jsonwebtoken (npm,
@@ -30,7 +30,7 @@ B_CONNECTIONS=${CONNECTIONS:-32}
 B_WRK_THREADS=${WRK_THREADS:-2}
 delivery_events=${DELIVERY_EVENTS:-$((2000 * secs))}
 delivery_wait=${DELIVERY_WAIT:-$((2 * secs > 10 ? 2 * secs : 10))}
-exec_concurrency=${EXEC_CONCURRENCY:-1 $B_CONNECTIONS}
+exec_concurrency=${EXEC_CONCURRENCY:-8 1 $B_CONNECTIONS}
 send_count=${SEND_COUNT:-20000}
 scenarios=${SCENARIOS:-1 2 3 4 5}
 for f in receiver/tdhook-receiver tools/tdhook bench/verify_bench; do

@@ -82,7 +82,7 @@ Status to_size(const Setting& s, std::uint64_t& out) {
 struct SinkDefaults {
   std::uint64_t file_max_bytes = 0;
   milliseconds exec_timeout{30000};
-  int exec_concurrency = 1;
+  int exec_concurrency = kDefaultExecConcurrency;
   std::vector<std::string> pass_env;
   int retry_max = 8;
   milliseconds retry_base{1000};
@@ -157,7 +157,8 @@ const std::vector<Key>& receiver_keys() {
        "stdout | file:PATH | exec:COMMAND | exec-stream:COMMAND (repeatable; default stdout)"},
       {"file_max_bytes", Kind::scalar, "rotate file sinks at this size (default: never)"},
       {"exec_timeout", Kind::scalar, "exec sink timeout (default 30s)"},
-      {"exec_concurrency", Kind::scalar, "parallel runs per exec sink (default 1)"},
+      {"exec_concurrency", Kind::scalar,
+       "parallel runs per exec sink (default 8; 1 = one at a time, in order)"},
       {"pass_env", Kind::list, "environment variable passed to scripts (repeatable)"},
       {"retry_max", Kind::scalar, "delivery attempts before dead-lettering (default 8)"},
       {"retry_base", Kind::scalar, "delay before the second attempt, doubling (default 1s)"},

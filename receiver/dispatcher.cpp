@@ -134,7 +134,11 @@ class SinkRunner {
   }
 
  private:
-  bool concurrent() const noexcept { return config_.exec_concurrency > 1; }
+  // Only a per-event exec sink runs deliveries side by side. A file, stdout or exec-stream
+  // sink delivers batches in order from this one thread, whatever --exec-concurrency says.
+  bool concurrent() const noexcept {
+    return config_.exec_concurrency > 1 && config_.spec.starts_with("exec:");
+  }
 
   void loop() {
     ::pthread_setname_np(::pthread_self(), "tdhook-sink");
@@ -153,7 +157,8 @@ class SinkRunner {
     }
   }
 
-  // exec_concurrency 1 (and every stdout/file sink): deliver in this thread, in arrival order.
+  // exec_concurrency 1 (and every stdout, file and exec-stream sink): deliver in this thread,
+  // in arrival order.
   // true when a full batch went out, so that more may be due right now.
   bool deliver_inline(bool& spool_ok) {
     const std::size_t limit = sink_->batch_limit();

@@ -19,6 +19,12 @@
 
 namespace tdhook::receiver {
 
+// Per-event exec runs at once per sink, by default: as adnanh/webhook runs a script per request
+// while earlier ones still run. Tiledesk sends events concurrently and in no order (a message
+// can arrive before its conversation), so a script sees no order it could rely on anyway;
+// `--exec-concurrency 1` runs one at a time, in arrival order.
+inline constexpr int kDefaultExecConcurrency = 8;
+
 struct SinkConfig {
   std::string spec;   // as given: "stdout", "file:/var/log/td.ndjson", "exec:./x.sh"
   std::string name;   // unique; the spool's sink key (default: spec)
@@ -30,9 +36,9 @@ struct SinkConfig {
   bool file_sync = true;
   // exec
   std::chrono::milliseconds exec_timeout{30000};
-  int exec_concurrency = 1;
-  std::vector<std::string> pass_env;          // names added to PATH, HOME, LANG, TZ
-  std::size_t exec_output_limit = 64 * 1024;  // bytes of script output kept for the log
+  int exec_concurrency = kDefaultExecConcurrency;  // exec: only; exec-stream and files: in order
+  std::vector<std::string> pass_env;               // names added to PATH, HOME, LANG, TZ
+  std::size_t exec_output_limit = 64 * 1024;       // bytes of script output kept for the log
   // retries
   int retry_max = 8;                           // attempts in all, then dead
   std::chrono::milliseconds retry_base{1000};  // delay before the 2nd attempt; doubles, + jitter

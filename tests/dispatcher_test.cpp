@@ -236,9 +236,53 @@ TEST_SUITE("dispatcher") {
       ids.push_back("ev-" + std::to_string(i));
       f.put(ids.back(), {name});
     }
-    f.start({sink(name)});
+    SinkConfig config = sink(name);
+    config.exec_concurrency = 1;
+    f.start({config});
     REQUIRE(eventually([&] { return f.count(name, DeliveryState::delivered) == 8; }));
     CHECK(lines_of(read_file(out)) == ids);
+  }
+
+  TEST_CASE("by default an exec sink runs eight scripts at once") {
+    DispatchFixture f;
+    const std::string name = "exec:" + script("barrier.sh") + " " + f.dir.path().string() + " 8";
+    SinkConfig config = sink(name);
+    CHECK(config.exec_concurrency == 8);
+    config.retry_max = 1;  // a run that did not see seven others at once is dead
+    for (int i = 0; i < 8; ++i) f.put("ev-" + std::to_string(i), {name});
+    f.start({config});
+    const bool delivered =
+        eventually([&] { return f.count(name, DeliveryState::delivered) == 8; }, 10s);
+    INFO("receiver log: " << f.log_text());
+    REQUIRE(delivered);
+    CHECK(f.count(name, DeliveryState::dead) == 0);
+  }
+
+  TEST_CASE("exec_concurrency leaves file and exec-stream sinks alone: in arrival order") {
+    DispatchFixture f;
+    const std::string path = (f.dir / "events.ndjson").string();
+    const std::string file_name = "file:" + path;
+    const std::string stream_out = (f.dir / "stream.ndjson").string();
+    const std::string stream_name =
+        "exec-stream:python3 " +
+        (source_dir() / "samples" / "scripts" / "stream-consumer.py").string() + " " + stream_out;
+    std::vector<std::string> records;
+    for (int i = 0; i < 200; ++i) {
+      records.push_back(f.put("ev-" + std::to_string(i), {file_name, stream_name}));
+    }
+    SinkConfig file = sink(file_name);
+    SinkConfig stream = sink(stream_name);
+    file.exec_concurrency = stream.exec_concurrency = 32;
+    auto& d = f.start({file, stream});
+    REQUIRE(eventually(
+        [&] {
+          return f.count(file_name, DeliveryState::delivered) == 200 &&
+                 f.count(stream_name, DeliveryState::delivered) == 200;
+        },
+        20s));
+    d.stop();
+    CHECK(lines_of(read_file(path)) == records);
+    CHECK(lines_of(read_file(stream_out)) == records);
   }
 
   TEST_CASE("exec_concurrency 3 runs three scripts at once") {
@@ -261,7 +305,9 @@ TEST_SUITE("dispatcher") {
     const std::string started = (f.dir / "started").string();
     const std::string name = "exec:touch " + started + "; sleep 0.3";
     for (int i = 0; i < 3; ++i) f.put("ev-" + std::to_string(i), {name});
-    auto& d = f.start({sink(name)});
+    SinkConfig config = sink(name);
+    config.exec_concurrency = 1;
+    auto& d = f.start({config});
     REQUIRE(eventually([&] { return std::filesystem::exists(started); }));
     d.stop();
     CHECK(f.count(name, DeliveryState::delivered) == 1);
