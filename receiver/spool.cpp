@@ -22,8 +22,11 @@
 namespace tdhook::receiver {
 namespace {
 
-// The writer checkpoints once the write-ahead log holds this many frames (4 KiB pages: 4 MiB).
-constexpr int kCheckpointFrames = 1024;
+// The writer checkpoints once the write-ahead log holds this many frames (4 KiB pages: 256 KiB,
+// a batch or two of events). The answers of the next batch wait for each checkpoint: measured
+// with unique 6.7 KB events at ~9k/s (wrk -c32, keep-alive), p99 was 31 ms with 4 096 frames,
+// 12 ms with 1 024 and 6 ms with 64, at the same throughput.
+constexpr int kCheckpointFrames = 64;
 // A log longer than this (16 MiB) that is wholly copied gets a RESTART checkpoint (see maintain).
 constexpr int kRestartFrames = 4096;
 // When idle, a log file larger than this is emptied.
@@ -64,8 +67,8 @@ Spool::~Spool() {
 // Under a steady load SQLite only starts the log again from its beginning when a write
 // transaction begins with every frame copied into the database, and a checkpoint in another
 // connection than the writer's would race with that restart (see lock_fd). So the writer's own
-// connection checkpoints, between two batches, in small steps: each copies a few MiB, a pause
-// the next batch's answers wait for. A reader still on an old snapshot only postpones the
+// connection checkpoints, between two batches, in small steps: each copies a few hundred KiB,
+// a pause the next batch's answers wait for. A reader still on an old snapshot only postpones the
 // restart. When idle, a log file grown by a burst or a purge is emptied.
 void Spool::maintain(bool idle) noexcept {
   Impl& s = *impl_;
