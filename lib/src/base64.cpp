@@ -65,9 +65,15 @@ std::string base64url_encode(std::string_view bytes) {
 }
 
 std::optional<std::string> base64url_decode(std::string_view text) {
+  std::string out;
+  if (!base64url_decode_into(text, out)) return std::nullopt;
+  return out;
+}
+
+bool base64url_decode_into(std::string_view text, std::string& out) {
   const std::size_t rest = text.size() % 4;
-  if (rest == 1) return std::nullopt;
-  std::string out(text.size() / 4 * 3 + (rest == 0 ? 0 : rest - 1), '\0');
+  if (rest == 1) return false;
+  out.resize(text.size() / 4 * 3 + (rest == 0 ? 0 : rest - 1));
   auto sextet = [&](std::size_t i) {
     return static_cast<std::int32_t>(kReverse[static_cast<unsigned char>(text[i])]);
   };
@@ -77,22 +83,22 @@ std::optional<std::string> base64url_decode(std::string_view text) {
   for (; i + 4 <= text.size(); i += 4) {
     const std::uint32_t v =
         kPlaced0[in[i]] | kPlaced1[in[i + 1]] | kPlaced2[in[i + 2]] | kPlaced3[in[i + 3]];
-    if ((v & kInvalid) != 0) return std::nullopt;
+    if ((v & kInvalid) != 0) return false;
     dst[o++] = static_cast<char>(v >> 16);
     dst[o++] = static_cast<char>(v >> 8 & 0xff);
     dst[o++] = static_cast<char>(v & 0xff);
   }
   if (rest >= 2) {
     std::int32_t a = sextet(i), b = sextet(i + 1), c = rest == 3 ? sextet(i + 2) : 0;
-    if ((a | b | c) < 0) return std::nullopt;
+    if ((a | b | c) < 0) return false;
     // Canonical encoding only: the unused low bits of the last character must be zero.
-    if (rest == 2 && (b & 0x0f) != 0) return std::nullopt;
-    if (rest == 3 && (c & 0x03) != 0) return std::nullopt;
+    if (rest == 2 && (b & 0x0f) != 0) return false;
+    if (rest == 3 && (c & 0x03) != 0) return false;
     std::uint32_t v = static_cast<std::uint32_t>(a << 18 | b << 12 | c << 6);
     out[o++] = static_cast<char>(v >> 16);
     if (rest == 3) out[o++] = static_cast<char>(v >> 8 & 0xff);
   }
-  return out;
+  return true;
 }
 
 }  // namespace tdhook::detail

@@ -216,21 +216,25 @@ bool VerifyKey::verify(std::string_view input, std::string_view signature) const
 }
 
 std::optional<CompactJws> split_compact_jws(std::string_view token) {
+  CompactJws jws;
+  if (!split_compact_jws_into(token, jws)) return std::nullopt;
+  return jws;
+}
+
+bool split_compact_jws_into(std::string_view token, CompactJws& out) {
   std::size_t d1 = token.find('.');
-  if (d1 == std::string_view::npos) return std::nullopt;
+  if (d1 == std::string_view::npos) return false;
   std::size_t d2 = token.find('.', d1 + 1);
   if (d2 == std::string_view::npos || token.find('.', d2 + 1) != std::string_view::npos)
-    return std::nullopt;
-  CompactJws jws;
-  auto header = base64url_decode(token.substr(0, d1));
-  auto claims = base64url_decode(token.substr(d1 + 1, d2 - d1 - 1));
-  auto signature = base64url_decode(token.substr(d2 + 1));
-  if (!header || !claims || !signature || header->empty() || claims->empty()) return std::nullopt;
-  jws.header = std::move(*header);
-  jws.claims = std::move(*claims);
-  jws.signature = std::move(*signature);
-  jws.signing_input = token.substr(0, d2);
-  return jws;
+    return false;
+  if (!base64url_decode_into(token.substr(0, d1), out.header) ||
+      !base64url_decode_into(token.substr(d1 + 1, d2 - d1 - 1), out.claims) ||
+      !base64url_decode_into(token.substr(d2 + 1), out.signature) || out.header.empty() ||
+      out.claims.empty()) {
+    return false;
+  }
+  out.signing_input = token.substr(0, d2);
+  return true;
 }
 
 }  // namespace tdhook::detail

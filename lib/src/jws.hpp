@@ -48,6 +48,9 @@ struct CompactJws {
 };
 // Exactly three non-empty-header segments of strict base64url; nullopt otherwise.
 std::optional<CompactJws> split_compact_jws(std::string_view token);
+// The same into `out`, whose buffers keep their capacity from call to call (the verifier keeps
+// one per thread): false where the above gives nullopt.
+bool split_compact_jws_into(std::string_view token, CompactJws& out);
 
 const EVP_MD* digest_of(Algorithm alg) noexcept;
 

@@ -38,8 +38,10 @@ bool secret_matches(const std::vector<std::string>& secrets, std::string_view gi
   return match;
 }
 
+// Views into the thread's DOM parser: valid until its next parse, and nothing parses between
+// read_claims and the last use of its result.
 struct Claims {
-  std::string id, event, project, iss, sub, aud;
+  std::string_view id, event, project, iss, sub, aud;
   std::optional<double> iat;
   bool aud_is_string = false;
 };
@@ -58,9 +60,9 @@ std::optional<Claims> read_claims(std::string& json) {
   simdjson::dom::object obj;
   if (!parse_object(json, obj)) return std::nullopt;
   Claims c;
-  auto str = [](simdjson::dom::element v, std::string& out) {
+  auto str = [](simdjson::dom::element v, std::string_view& out) {
     std::string_view s;
-    if (v.get_string().get(s) == simdjson::SUCCESS) out.assign(s);
+    if (v.get_string().get(s) == simdjson::SUCCESS) out = s;
   };
   for (auto field : obj) {
     std::string_view k = field.key;
@@ -182,8 +184,10 @@ Result<Event> Verifier::verify(std::optional<std::string_view> secret_header,
       return Error{ErrorCode::missing_token, "the body has no token"};
     // 4. a well-formed compact JWS
     std::string_view token = event.token();
-    auto jws = detail::split_compact_jws(token);
-    if (!jws)
+    // Decoded into this thread's buffers: no allocation once they have grown to a token's size.
+    thread_local detail::CompactJws parts;
+    detail::CompactJws* jws = &parts;
+    if (!detail::split_compact_jws_into(token, parts))
       return Error{ErrorCode::token_malformed,
                    "token is not a compact JWS of three base64url parts"};
     // Tiledesk's own header, byte for byte, needs no parse: it is valid JSON naming HS256.
@@ -217,10 +221,13 @@ Result<Event> Verifier::verify(std::optional<std::string_view> secret_header,
       return Error{ErrorCode::token_claims_mismatch, "iss is not " + opt.issuer};
     if (claims->sub != opt.subject)
       return Error{ErrorCode::token_claims_mismatch, "sub is not " + opt.subject};
-    const std::string want_aud =
-        used->global() ? opt.global_audience : opt.audience_prefix + claims->id;
-    if (!claims->aud_is_string || claims->aud != want_aud ||
-        (!used->global() && claims->id.empty()))
+    const std::string_view aud = claims->aud;
+    const bool aud_matches = used->global()
+                                 ? aud == opt.global_audience
+                                 : aud.size() == opt.audience_prefix.size() + claims->id.size() &&
+                                       aud.starts_with(opt.audience_prefix) &&
+                                       aud.substr(opt.audience_prefix.size()) == claims->id;
+    if (!claims->aud_is_string || !aud_matches || (!used->global() && claims->id.empty()))
       return Error{ErrorCode::token_claims_mismatch,
                    used->global() ? "aud is not the global audience"
                                   : "aud does not name the token's subscription"};
