@@ -69,6 +69,11 @@ struct Spool::Impl {
   // Checkpoints (SpoolOptions::writer_checkpoints): frames in the write-ahead log after
   // write_db's last commit (its WAL hook).
   std::atomic<int> wal_frames{0};
+  // What one fdatasync of a small write costs on the spool's disk, measured at open (0 when it
+  // could not be), and the steady-clock microseconds before which no small checkpoint starts
+  // (Spool::maintain; only the writer thread reads and writes it).
+  std::int64_t sync_cost_us = 0;
+  std::int64_t next_small_checkpoint_us = 0;
   // <data-dir>/spool.lock: a checkpoint and another process's write transaction never overlap
   // (SQLite before 3.51.3 can corrupt the database when a checkpoint starts while another
   // connection's commit restarts the log: the "WAL-reset bug"). -1 when read-only.
