@@ -9,6 +9,7 @@
 #include <csignal>
 
 #include <atomic>
+#include <filesystem>
 #include <set>
 #include <string>
 #include <thread>
@@ -144,6 +145,50 @@ TEST_SUITE("spool") {
     auto missing = spool->show("nope");
     REQUIRE_FALSE(missing.ok());
     CHECK(is_not_found(missing.error()));
+  }
+
+  TEST_CASE("the receiver's checkpoints keep every event and leave only the spool's files") {
+    TempDir dir;
+    SpoolOptions options;
+    options.data_dir = dir / "data";
+    options.dedup_window = std::chrono::milliseconds(kHour);
+    options.writer_checkpoints = true;
+    {
+      auto opened = Spool::open(options);
+      REQUIRE(opened.ok());
+      auto& spool = **opened;
+      for (int batch = 0; batch < 20; ++batch) {
+        std::vector<NewEvent> events;
+        for (int i = 0; i < 50; ++i) {
+          auto e = make_event("b" + std::to_string(batch) + "-" + std::to_string(i));
+          e.record += std::string(6000, ' ');  // a page and more, as a real event
+          events.push_back(std::move(e));
+        }
+        for (const auto& r : spool.put_batch(std::move(events))) {
+          REQUIRE(r.outcome == PutOutcome::stored);
+        }
+        spool.maintain(false);
+      }
+      spool.maintain(true);
+      CHECK(spool.pending_total() == 1000);
+      const auto due = spool.due("stdout", 1000, 2000);
+      REQUIRE(due.ok());
+      CHECK(due->size() == 1000);
+    }
+    // The sync probe timed at open is gone; what is left is SQLite's and the lock file.
+    std::set<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator(dir / "data")) {
+      names.insert(entry.path().filename().string());
+    }
+    for (const auto& name : names) {
+      CHECK_MESSAGE((name == "spool.db" || name == "spool.db-wal" || name == "spool.db-shm" ||
+                     name == "spool.lock"),
+                    name);
+    }
+    CHECK(names.count("spool.db") == 1);
+    auto reopened = Spool::open(options);
+    REQUIRE(reopened.ok());
+    CHECK((*reopened)->pending_total() == 1000);
   }
 
   TEST_CASE("the same dedup key within the window is a duplicate and stores nothing") {
