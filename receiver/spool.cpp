@@ -64,11 +64,7 @@ std::int64_t steady_us() {
       .count();
 }
 
-std::int64_t steady_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
+std::int64_t steady_ms() { return steady_us() / 1000; }
 
 }  // namespace
 
@@ -91,8 +87,7 @@ void Spool::maintain(bool idle) noexcept {
   const auto log_size = idle ? std::filesystem::file_size(s.path.string() + "-wal", ec) : 0;
   const bool truncate = idle && !ec && log_size > kLogSizeKeptBytes;
   if (!truncate && frames < (idle ? 1 : kCheckpointFrames)) return;
-  if (!truncate && !idle && frames < kCheckpointFramesAlways &&
-      steady_us() < s.next_small_checkpoint_us) {
+  if (!idle && frames < kCheckpointFramesAlways && steady_us() < s.next_small_checkpoint_us) {
     return;
   }
   std::lock_guard lock(s.write_mutex);

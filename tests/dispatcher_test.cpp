@@ -47,6 +47,25 @@ std::string script(const std::string& name) {
   return "sh " + (source_dir() / "tests" / "scripts" / name).string();
 }
 
+// Puts `runs` events for barrier.sh, which fails every run that does not find `runs` runs started
+// at once, and expects all of them delivered: the sink ran that many scripts side by side.
+// `configure` adjusts (or checks) the sink's configuration first.
+void expect_runs_at_once(int runs, const std::function<void(SinkConfig&)>& configure) {
+  DispatchFixture f;
+  const std::string name =
+      "exec:" + script("barrier.sh") + " " + f.dir.path().string() + " " + std::to_string(runs);
+  SinkConfig config = sink(name);
+  configure(config);
+  config.retry_max = 1;  // a run that did not see the others at once is dead at once
+  for (int i = 0; i < runs; ++i) f.put("ev-" + std::to_string(i), {name});
+  f.start({config});
+  const bool delivered =
+      eventually([&] { return f.count(name, DeliveryState::delivered) == runs; }, 10s);
+  INFO("receiver log: " << f.log_text());
+  REQUIRE(delivered);
+  CHECK(f.count(name, DeliveryState::dead) == 0);
+}
+
 }  // namespace
 
 TEST_SUITE("dispatcher") {
@@ -244,18 +263,7 @@ TEST_SUITE("dispatcher") {
   }
 
   TEST_CASE("by default an exec sink runs eight scripts at once") {
-    DispatchFixture f;
-    const std::string name = "exec:" + script("barrier.sh") + " " + f.dir.path().string() + " 8";
-    SinkConfig config = sink(name);
-    CHECK(config.exec_concurrency == 8);
-    config.retry_max = 1;  // a run that did not see seven others at once is dead
-    for (int i = 0; i < 8; ++i) f.put("ev-" + std::to_string(i), {name});
-    f.start({config});
-    const bool delivered =
-        eventually([&] { return f.count(name, DeliveryState::delivered) == 8; }, 10s);
-    INFO("receiver log: " << f.log_text());
-    REQUIRE(delivered);
-    CHECK(f.count(name, DeliveryState::dead) == 0);
+    expect_runs_at_once(8, [](SinkConfig& config) { CHECK(config.exec_concurrency == 8); });
   }
 
   TEST_CASE("exec_concurrency leaves file and exec-stream sinks alone: in arrival order") {
@@ -286,18 +294,7 @@ TEST_SUITE("dispatcher") {
   }
 
   TEST_CASE("exec_concurrency 3 runs three scripts at once") {
-    DispatchFixture f;
-    const std::string name = "exec:" + script("barrier.sh") + " " + f.dir.path().string() + " 3";
-    SinkConfig config = sink(name);
-    config.exec_concurrency = 3;
-    config.retry_max = 1;  // any run that did not see the two others is dead at once
-    for (int i = 0; i < 3; ++i) f.put("ev-" + std::to_string(i), {name});
-    f.start({config});
-    const bool delivered =
-        eventually([&] { return f.count(name, DeliveryState::delivered) == 3; }, 10s);
-    INFO("receiver log: " << f.log_text());
-    REQUIRE(delivered);
-    CHECK(f.count(name, DeliveryState::dead) == 0);
+    expect_runs_at_once(3, [](SinkConfig& config) { config.exec_concurrency = 3; });
   }
 
   TEST_CASE("stop lets the running script finish and leaves the rest pending") {

@@ -185,18 +185,17 @@ Result<Event> Verifier::verify(std::optional<std::string_view> secret_header,
     // 4. a well-formed compact JWS
     std::string_view token = event.token();
     // Decoded into this thread's buffers: no allocation once they have grown to a token's size.
-    thread_local detail::CompactJws parts;
-    detail::CompactJws* jws = &parts;
-    if (!detail::split_compact_jws_into(token, parts))
+    thread_local detail::CompactJws jws;
+    if (!detail::split_compact_jws_into(token, jws))
       return Error{ErrorCode::token_malformed,
                    "token is not a compact JWS of three base64url parts"};
     // Tiledesk's own header, byte for byte, needs no parse: it is valid JSON naming HS256.
-    auto alg_name = jws->header == R"({"alg":"HS256","typ":"JWT"})"
+    auto alg_name = jws.header == R"({"alg":"HS256","typ":"JWT"})"
                         ? std::optional<std::string>("HS256")
-                        : read_alg(jws->header);
+                        : read_alg(jws.header);
     if (!alg_name)
       return Error{ErrorCode::token_malformed, "token header is not a valid JOSE header"};
-    auto claims = read_claims(jws->claims);
+    auto claims = read_claims(jws.claims);
     if (!claims) return Error{ErrorCode::token_malformed, "token claims are not a JSON object"};
     // 5. a key bound to the token's algorithm
     auto alg = algorithm_from_string(*alg_name);
@@ -209,7 +208,7 @@ Result<Event> Verifier::verify(std::optional<std::string_view> secret_header,
     // 6. the signature
     const VerifyKey* used = nullptr;
     for (const auto& k : state_->keys) {
-      if (k->alg() == *alg && k->verify(jws->signing_input, jws->signature)) {
+      if (k->alg() == *alg && k->verify(jws.signing_input, jws.signature)) {
         used = k.get();
         break;
       }
