@@ -32,9 +32,9 @@
 #include <vector>
 
 #include "base64.hpp"
-#include "config.hpp"
-#include "config_file.hpp"
-#include "http_parser.hpp"
+#include "config/config.hpp"
+#include "config/config_file.hpp"
+#include "http/http_parser.hpp"
 #include "http_request.hpp"
 #include "jws.hpp"
 #include "jws_sign.hpp"

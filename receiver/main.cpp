@@ -8,14 +8,14 @@
 #include <optional>
 #include <thread>
 
-#include "config.hpp"
-#include "dispatcher.hpp"
-#include "log.hpp"
-#include "metrics.hpp"
-#include "process.hpp"
-#include "reply.hpp"
-#include "server.hpp"
-#include "spool.hpp"
+#include "config/config.hpp"
+#include "delivery/dispatcher.hpp"
+#include "base/log.hpp"
+#include "base/metrics.hpp"
+#include "delivery/process.hpp"
+#include "delivery/reply.hpp"
+#include "intake/server.hpp"
+#include "store/spool.hpp"
 
 namespace tdhook::receiver {
 namespace {

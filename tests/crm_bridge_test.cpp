@@ -9,9 +9,9 @@
 #include <thread>
 #include <vector>
 
-#include "dispatcher.hpp"
+#include "delivery/dispatcher.hpp"
 #include "doctest/doctest.h"
-#include "process.hpp"
+#include "delivery/process.hpp"
 #include "support/dispatch_fixture.hpp"
 #include "support/files.hpp"
 

@@ -5,7 +5,7 @@
 #include <thread>
 #include <vector>
 
-#include "dedup_cache.hpp"
+#include "store/dedup_cache.hpp"
 
 using tdhook::receiver::DedupCache;
 using namespace std::chrono_literals;

@@ -1,4 +1,4 @@
-#include "dispatcher.hpp"
+#include "delivery/dispatcher.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <set>
 
-#include "spool.hpp"
+#include "store/spool.hpp"
 #include "support/files.hpp"
 #include "support/receiver_client.hpp"
 #include "support/receiver_process.hpp"

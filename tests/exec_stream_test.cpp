@@ -13,7 +13,7 @@
 #include <set>
 #include <sstream>
 
-#include "dispatcher.hpp"
+#include "delivery/dispatcher.hpp"
 #include "support/dispatch_fixture.hpp"
 #include "support/files.hpp"
 #include "support/receiver_client.hpp"

@@ -6,8 +6,8 @@
 #include <string>
 
 #include "doctest/doctest.h"
-#include "log.hpp"
-#include "metrics.hpp"
+#include "base/log.hpp"
+#include "base/metrics.hpp"
 #include "support/files.hpp"
 
 using tdhook::receiver::LogFields;

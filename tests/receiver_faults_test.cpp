@@ -20,7 +20,7 @@
 #include <set>
 #include <thread>
 
-#include "spool.hpp"
+#include "store/spool.hpp"
 #include "support/files.hpp"
 #include "support/receiver_client.hpp"
 #include "support/receiver_process.hpp"

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <sstream>
 
-#include "record.hpp"
+#include "store/record.hpp"
 #include "support/files.hpp"
 #include "support/receiver_client.hpp"
 #include "tdhook/event.hpp"

@@ -13,7 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "spool.hpp"
+#include "store/spool.hpp"
 #include "support/files.hpp"
 
 extern char** environ;

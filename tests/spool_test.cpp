@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "spool.hpp"
+#include "store/spool.hpp"
 #include "support/files.hpp"
 
 using namespace tdhook::receiver;

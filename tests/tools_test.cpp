@@ -22,7 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "process.hpp"
+#include "delivery/process.hpp"
 #include "sign_cmd.hpp"
 #include "support/files.hpp"
 #include "tdhook/event.hpp"

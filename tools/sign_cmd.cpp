@@ -15,8 +15,8 @@
 #include <sstream>
 
 #include "commands.hpp"
-#include "key_options.hpp"
-#include "record.hpp"
+#include "config/key_options.hpp"
+#include "store/record.hpp"
 #include "samples.hpp"
 
 namespace tdhook::tools {

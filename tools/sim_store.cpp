@@ -1,6 +1,6 @@
 #include "sim_store.hpp"
 
-#include "record.hpp"
+#include "store/record.hpp"
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>

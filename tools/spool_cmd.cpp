@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "commands.hpp"
-#include "record.hpp"
-#include "spool.hpp"
+#include "store/record.hpp"
+#include "store/spool.hpp"
 #include "tdhook/pattern.hpp"
 
 namespace tdhook::tools {

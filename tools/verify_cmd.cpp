@@ -14,7 +14,7 @@
 
 #include "commands.hpp"
 #include "http_request.hpp"
-#include "key_options.hpp"
+#include "config/key_options.hpp"
 #include "tdhook/verify.hpp"
 
 namespace tdhook::tools {

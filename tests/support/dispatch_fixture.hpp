@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "dispatcher.hpp"
-#include "log.hpp"
-#include "metrics.hpp"
-#include "spool.hpp"
+#include "delivery/dispatcher.hpp"
+#include "base/log.hpp"
+#include "base/metrics.hpp"
+#include "store/spool.hpp"
 #include "support/files.hpp"
 
 namespace tdhook::test {

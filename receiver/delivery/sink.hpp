@@ -1,0 +1,57 @@
+#pragma once
+// The dispatcher's internal view of a sink: something that takes a batch of due deliveries and
+// says, for each one, whether it was delivered. Retries, dead letters and metrics are the
+// dispatcher's business; a sink only delivers and reports, and never throws for a failed
+// delivery (a full disk or a crashing script is an outcome, not an exception).
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "delivery/dispatcher.hpp"
+#include "base/log.hpp"
+#include "store/spool.hpp"
+#include "tdhook/result.hpp"
+
+namespace tdhook::receiver {
+
+struct DeliveryOutcome {
+  bool ok = false;
+  std::string error;  // why it failed: "exit status 3", "write: No space left on device"
+};
+
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  // How many due deliveries one deliver() call takes: a file sink syncs once per batch.
+  virtual std::size_t batch_limit() const noexcept { return 1; }
+  // Delivers `batch` in order; returns one outcome per delivery, in the same order. Called by
+  // one thread at a time, except for exec sinks with exec_concurrency > 1 (thread-safe there).
+  virtual std::vector<DeliveryOutcome> deliver(const std::vector<Delivery>& batch) = 0;
+  // SIGHUP/logrotate: reopen files before the next batch. Safe from any thread.
+  virtual void request_reopen() noexcept {}
+};
+
+// One NDJSON line per record on `fd` (1 in the receiver), written and flushed per event.
+std::unique_ptr<Sink> make_stdout_sink(int fd);
+
+// Appends NDJSON to `path`, one fdatasync per batch; rotates to PATH.1.. when `max_bytes` > 0
+// and the file would grow past it. Fails (invalid_config) when the file cannot be opened.
+Result<std::unique_ptr<Sink>> make_file_sink(const std::string& path, std::uint64_t max_bytes,
+                                             bool sync, const Logger& log);
+
+// Runs `command` (config.spec after "exec:") once per delivery, the record on stdin.
+std::unique_ptr<Sink> make_exec_sink(const SinkConfig& config, std::string command,
+                                     const Logger& log);
+
+// One long-lived `command` (config.spec after "exec-stream:"): a record line per delivery on its
+// stdin, an "ok ID" / "fail ID REASON" line per delivery back on its stdout; restarted when it
+// dies or hangs (exec_timeout without an acknowledgement). See sink_exec_stream.cpp.
+std::unique_ptr<Sink> make_exec_stream_sink(const SinkConfig& config, std::string command,
+                                            const Logger& log);
+
+// Writes all of `data` to `fd`, retrying partial writes and EINTR. false with errno on failure.
+bool write_fully(int fd, std::string_view data) noexcept;
+
+}  // namespace tdhook::receiver

@@ -1,0 +1,456 @@
+#include "intake/server.hpp"
+
+#include <atomic>
+#include <cctype>
+#include <charconv>
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include <httplib.h>
+
+#include "store/dedup_cache.hpp"
+#include "http/http_loop.hpp"
+#include "store/record.hpp"
+#include "store/spool_writer.hpp"
+#include "intake/status.hpp"
+
+namespace tdhook::receiver {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr std::string_view json_type = "application/json";
+
+// Keys of recently stored events kept in memory (about 2 MiB): Tiledesk retries within minutes.
+constexpr std::size_t kRecentKeys = 8192;
+
+// "application/json" with any parameters (charset=utf-8), in any case.
+bool is_json_content_type(std::string_view value) {
+  const auto semicolon = value.find(';');
+  auto type = value.substr(0, semicolon);
+  while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.remove_suffix(1);
+  while (!type.empty() && (type.front() == ' ' || type.front() == '\t')) type.remove_prefix(1);
+  if (type.size() != json_type.size()) return false;
+  for (std::size_t i = 0; i < type.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(type[i])) != json_type[i]) return false;
+  }
+  return true;
+}
+
+std::string error_body(std::string_view reason) {
+  return R"({"ok":false,"error":")" + std::string(reason) + "\"}";
+}
+
+// What a log line says about the request it is about.
+struct RequestInfo {
+  std::string_view method, path, remote;
+};
+
+}  // namespace
+
+// The receiver's request handling, independent of the transport: the event loop (plain HTTP)
+// and cpp-httplib's TLS server both call on_head() and handle().
+struct HttpServer::Impl final : HttpHandler {
+  const Config& config;
+  const std::optional<Verifier>& verifier;
+  Spool& spool;
+  const ReplyRunner& replies;
+  Metrics& metrics;
+  const Logger& log;
+  DedupCache recent;                        // keys committed lately (retries answered inline)
+  std::unique_ptr<SpoolWriter> writer;      // group commit for both transports
+  std::unique_ptr<HttpLoop> loop;           // plain HTTP
+  std::unique_ptr<httplib::SSLServer> tls;  // HTTPS (cpp-httplib's own connection loop)
+  int port = 0;
+  std::atomic<bool> stop_requested{false};
+  std::atomic<int> run_state{0};  // 0 not started, 1 running, 2 returned
+
+  explicit Impl(const ServerParts& p)
+      : config(p.config),
+        verifier(p.verifier),
+        spool(p.spool),
+        replies(p.replies),
+        metrics(p.metrics),
+        log(p.log),
+        recent(kRecentKeys, p.config.dedup_window),
+        writer(std::make_unique<SpoolWriter>(p.spool)) {}
+  ~Impl() override {
+    // The writer first: a completion it is still running may be posting to an event loop
+    // (EventLoop::post wakes the loop after the loop may already have taken the answer and
+    // ended), so the loops must outlive the writer thread.
+    writer.reset();
+    loop.reset();
+    tls.reset();
+  }
+
+  HttpResponse answer(const RequestInfo& info, HttpOutcome outcome, std::string body,
+                      std::string_view detail = {}) const {
+    metrics.count_request(outcome.status, outcome.reason);
+    if (outcome.status >= 400) {
+      LogFields fields;
+      fields.add("status", outcome.status).add("reason", outcome.reason);
+      if (!info.method.empty()) fields.add("method", info.method).add("path", info.path);
+      fields.add("remote", info.remote);
+      if (!detail.empty()) fields.add("detail", detail);
+      if (outcome.status >= 500)
+        log.error("request failed", fields);
+      else
+        log.warn("request rejected", fields);
+    }
+    HttpResponse res;
+    res.status = outcome.status;
+    res.body = std::move(body);
+    return res;
+  }
+
+  // --- HttpHandler -------------------------------------------------------------------------
+
+  std::optional<HttpResponse> on_head(const HttpRequestHead& head,
+                                      std::string_view remote) override {
+    const auto path = head.path();
+    const RequestInfo info{head.method, path, remote};
+    const bool ops = path == "/healthz" || path == "/metrics";
+    if (ops && path != config.path) {
+      if (head.method == "GET" || head.method == "HEAD") {
+        return path == "/healthz" ? healthz(info) : metrics_page();
+      }
+      auto res = answer(info, outcomes::method_not_allowed,
+                        error_body(outcomes::method_not_allowed.reason));
+      res.headers.emplace_back("Allow", "GET");
+      return res;
+    }
+    if (path != config.path) {
+      return answer(info, outcomes::not_found, error_body(outcomes::not_found.reason));
+    }
+    if (head.method != "POST") {
+      auto res = answer(info, outcomes::method_not_allowed,
+                        error_body(outcomes::method_not_allowed.reason));
+      res.headers.emplace_back("Allow", "POST");
+      return res;
+    }
+    return std::nullopt;
+  }
+
+  HttpResponse on_error(const HttpError& error, std::string_view remote) override {
+    return answer(RequestInfo{{}, {}, remote}, HttpOutcome{error.status, error.reason},
+                  error_body(error.reason), error.detail);
+  }
+
+  void handle(HttpRequest& request, Responder respond) override {
+    const auto& head = request.head;
+    const RequestInfo info{head.method, head.path(), request.remote};
+    const auto* content_type = head.find("Content-Type");
+    if (content_type == nullptr || !is_json_content_type(*content_type)) {
+      return respond(answer(info, outcomes::unsupported_media_type,
+                            error_body(outcomes::unsupported_media_type.reason),
+                            "Content-Type: " + (content_type ? *content_type : std::string())));
+    }
+    auto event = authenticate(head, request.body);
+    if (!event) {
+      const auto outcome = outcome_for(event.error().code);
+      return respond(answer(
+          info, outcome,
+          outcome.status == 401 ? std::string(unauthorized_body) : error_body(outcome.reason),
+          event.error().detail));
+    }
+    accept(info, std::move(*event), std::move(respond));
+  }
+
+  // --- the POST path -------------------------------------------------------------------------
+
+  Result<Event> authenticate(const HttpRequestHead& head, std::string_view body) const {
+    if (!verifier) return Event::parse(body);
+    std::optional<std::string_view> secret;
+    if (const auto* value = head.find("x-hook-secret")) secret = *value;
+    return verifier->verify(secret, body);
+  }
+
+  std::vector<std::string> sinks_for(std::string_view event) const {
+    std::vector<std::string> names;
+    for (const auto& sink : config.sinks) {
+      if (sink.filter.empty() || sink.filter.matches(event)) names.push_back(sink.name);
+    }
+    return names;
+  }
+
+  std::string verified_text(const Event& event) const {
+    return verifier ? event.verification().describe() : std::string("none");
+  }
+
+  // Verified: filtered out, unrouted, or stored (the answer waits for the spool's commit).
+  void accept(const RequestInfo& info, Event event, Responder respond) {
+    const auto* reply = replies.find(event.name());
+    if (!config.events.empty() && !config.events.matches(event.name())) {
+      log.debug("event filtered out", LogFields().add("event", event.name()));
+      return finish(outcomes::filtered, R"({"ok":true,"stored":false})", std::move(event), reply,
+                    {}, {}, std::move(respond));
+    }
+    auto sinks = sinks_for(event.name());
+    if (sinks.empty()) {
+      auto record = build_record(event, RecordOptions{new_delivery_id(), now_ms(),
+                                                      verified_text(event), config.keep_token});
+      return finish(outcomes::unrouted, R"({"ok":true,"stored":false})", std::move(event), reply,
+                    std::move(record), {}, std::move(respond));
+    }
+    NewEvent item;
+    item.received_at_ms = now_ms();
+    item.dedup_key = dedup_key(event);
+    if (auto first = recent.find(item.dedup_key, item.received_at_ms)) {
+      return answer_duplicate(std::move(*first), std::move(event), reply, std::move(respond));
+    }
+    item.delivery_id = new_delivery_id();
+    item.event = event.name();
+    item.project_id = event.hook().project_id;
+    item.subscription_id = event.hook().id;
+    item.timestamp_ms = event.timestamp();
+    item.sinks = std::move(sinks);
+    item.record = build_record(event, RecordOptions{item.delivery_id, item.received_at_ms,
+                                                    verified_text(event), config.keep_token});
+    auto record = reply != nullptr ? item.record : std::string();
+    // What the completion needs: the event itself only when a reply command will see it.
+    std::optional<Event> kept;
+    if (reply != nullptr) kept.emplace(std::move(event));
+    const std::string event_name = item.event;
+    writer->put(std::move(item), [this, remote = std::string(info.remote), event_name, reply,
+                                  key = item.dedup_key, received_at = item.received_at_ms,
+                                  kept = std::move(kept), record = std::move(record),
+                                  respond = std::move(respond)](PutResult put) mutable {
+      const auto outcome = outcome_for(put.outcome);
+      if (outcome.status != 200) {
+        auto res = answer(RequestInfo{"POST", config.path, remote}, outcome,
+                          error_body(outcome.reason), put.error);
+        res.headers.emplace_back("Retry-After", std::to_string(retry_after_seconds));
+        return respond(std::move(res));
+      }
+      const bool stored = put.outcome == PutOutcome::stored;
+      if (stored) {
+        recent.remember(key, put.delivery_id, received_at);
+        metrics.count_stored();
+      } else {
+        metrics.count_duplicate();
+      }
+      if (log.enabled(LogLevel::debug)) {
+        log.debug(stored ? "event stored" : "duplicate event",
+                  LogFields().add("id", put.delivery_id).add("event", event_name));
+      }
+      std::string body = R"({"ok":true,"id":")" + put.delivery_id + "\"";
+      if (!stored) body += R"(,"duplicate":true)";
+      body += '}';
+      if (reply == nullptr) return respond(answer({}, outcome, std::move(body)));
+      if (!stored) {
+        // The record the reply command sees names the delivery id that was stored.
+        record = build_record(*kept, RecordOptions{put.delivery_id, now_ms(), verified_text(*kept),
+                                                   config.keep_token});
+      }
+      finish(outcome, std::move(body), std::move(*kept), reply, std::move(record),
+             std::move(put.delivery_id), std::move(respond));
+    });
+  }
+
+  // A retry of an event committed lately (DedupCache): answered as the spool would.
+  void answer_duplicate(std::string delivery_id, Event event, const ReplyRule* reply,
+                        Responder respond) {
+    metrics.count_duplicate();
+    if (log.enabled(LogLevel::debug)) {
+      log.debug("duplicate event", LogFields().add("id", delivery_id).add("event", event.name()));
+    }
+    std::string body = R"({"ok":true,"id":")" + delivery_id + R"(","duplicate":true})";
+    finish(outcome_for(PutOutcome::duplicate), std::move(body), std::move(event), reply, {},
+           std::move(delivery_id), std::move(respond));
+  }
+
+  // Answers a verified event: with the reply command's output when there is one (run on a
+  // worker thread: it may take up to --reply-timeout).
+  void finish(HttpOutcome outcome, std::string body, Event event, const ReplyRule* reply,
+              std::string record, std::string delivery_id, Responder respond) {
+    if (reply == nullptr) return respond(answer({}, outcome, std::move(body)));
+    auto task = [this, outcome, event = std::move(event), reply, record = std::move(record),
+                 delivery_id = std::move(delivery_id), respond = std::move(respond)]() mutable {
+      if (record.empty()) {
+        record = build_record(
+            event, RecordOptions{delivery_id, now_ms(), verified_text(event), config.keep_token});
+      }
+      auto result =
+          replies.run(*reply, ReplyContext{event.name(), delivery_id, event.hook().project_id,
+                                           event.hook().id, event.timestamp(), record});
+      respond(answer({}, outcome, std::move(result.body)));
+    };
+    if (loop) return loop->run_blocking(std::move(task));
+    // TLS: the request's httplib thread waits for the answer; the reply must not hold up the
+    // spool writer, whose thread this may be.
+    std::thread(std::move(task)).detach();
+  }
+
+  HttpResponse healthz(const RequestInfo& info) const {
+    if (spool.writable()) return answer(info, HttpOutcome{200, "healthz"}, R"({"ok":true})");
+    return answer(info, HttpOutcome{503, "healthz_spool_not_writable"},
+                  error_body("spool_not_writable"));
+  }
+
+  HttpResponse metrics_page() const {
+    metrics.set_spool_pending(spool.pending_total());
+    HttpResponse res;
+    res.content_type = "text/plain; version=0.0.4";
+    res.body = metrics.render();
+    return res;
+  }
+
+  // --- TLS: cpp-httplib's server, adapted to the same handler ---------------------------------
+
+  static HttpRequestHead head_of(const httplib::Request& req) {
+    HttpRequestHead head;
+    head.method = req.method;
+    head.target = req.path;
+    head.minor_version = req.version == "HTTP/1.0" ? 0 : 1;
+    for (const auto& [name, value] : req.headers) head.fields.emplace_back(name, value);
+    head.chunked = req.get_header_value("Transfer-Encoding").find("chunked") != std::string::npos;
+    const auto length = req.get_header_value("Content-Length");
+    std::from_chars(length.data(), length.data() + length.size(), head.content_length);
+    return head;
+  }
+
+  static void apply(const HttpResponse& from, httplib::Response& to) {
+    to.status = from.status;
+    for (const auto& [name, value] : from.headers) to.set_header(name, value);
+    if (from.close) to.set_header("Connection", "close");
+    to.set_content(from.body, from.content_type);
+  }
+
+  Status setup_tls() {
+    tls = std::make_unique<httplib::SSLServer>(config.tls_cert.c_str(), config.tls_key.c_str());
+    auto& server = *tls;
+    if (!server.is_valid()) {
+      return Error{ErrorCode::invalid_config, "cannot load the TLS certificate " + config.tls_cert +
+                                                  " or key " + config.tls_key};
+    }
+    const auto threads = config.threads;
+    server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    server.set_keep_alive_max_count(1000);
+    server.set_tcp_nodelay(true);
+    server.set_keep_alive_timeout(5);
+    const auto read = config.read_timeout.count(), write = config.write_timeout.count();
+    server.set_read_timeout(read / 1000, (read % 1000) * 1000);
+    server.set_write_timeout(write / 1000, (write % 1000) * 1000);
+    server.set_payload_max_length(static_cast<std::size_t>(config.max_body));
+    int listen_fd = -1;
+    server.set_socket_options([&listen_fd](socket_t fd) {
+      listen_fd = fd;
+      int yes = 1;
+      ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
+    server.set_expect_100_continue_handler([this](const httplib::Request& req,
+                                                  httplib::Response& res) {
+      const auto head = head_of(req);
+      if (head.content_length > config.max_body) {
+        apply(on_error(HttpError{413, outcomes::too_large.reason, "Content-Length > --max-body"},
+                       req.remote_addr),
+              res);
+        return 413;
+      }
+      return 100;
+    });
+    server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      auto head = head_of(req);
+      if (!head.chunked && head.content_length > config.max_body) {
+        apply(on_error(HttpError{413, outcomes::too_large.reason, "Content-Length > --max-body"},
+                       req.remote_addr),
+              res);
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      if (auto early = on_head(head, req.remote_addr)) {
+        apply(*early, res);
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      return httplib::Server::HandlerResponse::Unhandled;
+    });
+    server.Post(".*", [this](const httplib::Request& req, httplib::Response& res,
+                             const httplib::ContentReader& reader) {
+      HttpRequest request;
+      request.head = head_of(req);
+      request.remote = req.remote_addr;
+      bool too_large = false;
+      const bool ok = reader([&](const char* data, size_t size) {
+        if (request.body.size() + size > config.max_body) {
+          too_large = true;
+          return false;
+        }
+        request.body.append(data, size);
+        return true;
+      });
+      if (too_large || !ok) {
+        const HttpError error = too_large ? HttpError{413, outcomes::too_large.reason, ""}
+                                          : HttpError{400, outcomes::bad_request.reason, ""};
+        auto response = on_error(error, req.remote_addr);
+        response.close = true;
+        return apply(response, res);
+      }
+      std::promise<HttpResponse> answered;
+      auto future = answered.get_future();
+      handle(request, [&answered](HttpResponse r) { answered.set_value(std::move(r)); });
+      apply(future.get(), res);
+    });
+    const bool any_port = config.port == 0;
+    const int bound = any_port ? server.bind_to_any_port(config.host)
+                               : (server.bind_to_port(config.host, config.port) ? config.port : -1);
+    if (bound <= 0 || listen_fd < 0) {
+      return Error{ErrorCode::invalid_config, "cannot listen on " + config.host + ":" +
+                                                  std::to_string(config.port) +
+                                                  " (address in use or not available)"};
+    }
+    ::listen(listen_fd, 4096);  // httplib listens with a backlog of 5
+    port = bound;
+    return Ok{};
+  }
+
+  Status setup_plain() {
+    HttpLoopOptions options;
+    options.host = config.host;
+    options.port = config.port;
+    options.limits.max_body = config.max_body;
+    options.read_timeout = config.read_timeout;
+    options.write_timeout = config.write_timeout;
+    options.workers = config.threads;
+    options.max_connections = config.max_connections;
+    auto bound = HttpLoop::bind(options, *this);
+    if (!bound) return std::move(bound).error();
+    loop = std::move(*bound);
+    port = loop->port();
+    return Ok{};
+  }
+};
+
+HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HttpServer::~HttpServer() = default;
+
+Result<std::unique_ptr<HttpServer>> HttpServer::start(const ServerParts& parts) {
+  auto impl = std::make_unique<Impl>(parts);
+  auto st = parts.config.tls_cert.empty() ? impl->setup_plain() : impl->setup_tls();
+  if (!st) return std::move(st).error();
+  return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
+}
+
+int HttpServer::port() const noexcept { return impl_->port; }
+
+bool HttpServer::run() {
+  auto& impl = *impl_;
+  impl.run_state.store(1);
+  if (impl.stop_requested.load()) {
+    impl.run_state.store(2);
+    return true;
+  }
+  const bool ok = impl.loop ? impl.loop->run() : impl.tls->listen_after_bind();
+  impl.run_state.store(2);
+  return ok || impl.stop_requested.load();
+}
+
+void HttpServer::shutdown() {
+  auto& impl = *impl_;
+  impl.stop_requested.store(true);
+  if (impl.loop) return impl.loop->shutdown();
+  if (impl.run_state.load() == 0) return;  // run() will see stop_requested and not listen
+  while (impl.run_state.load() == 1 && !impl.tls->is_running()) std::this_thread::yield();
+  impl.tls->stop();
+}
+
+}  // namespace tdhook::receiver

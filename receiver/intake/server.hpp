@@ -1,0 +1,58 @@
+#pragma once
+// The HTTP front of tdhook-receiver: limits, verification, the --events filter, the event
+// record, the durable spool, synchronous replies, /healthz and /metrics. Plain HTTP is served by
+// the receiver's own event loop (http_loop.hpp); HTTPS by cpp-httplib's SSLServer, with the same
+// request handling.
+//
+// Per POST on --path: Content-Length > --max-body -> 413 without reading the body;
+// Content-Type not application/json -> 415; Verifier::verify (or Event::parse with --no-verify)
+// -> 400/401; not in --events -> 200, not stored; Spool::put (blocks until durable) -> 200 with
+// the delivery id, 200 for a duplicate, 503 + Retry-After when the spool is full or failing;
+// then the --reply command, if any, writes the answer.
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "config/config.hpp"
+#include "base/log.hpp"
+#include "base/metrics.hpp"
+#include "delivery/reply.hpp"
+#include "store/spool.hpp"
+#include "tdhook/result.hpp"
+#include "tdhook/verify.hpp"
+
+namespace tdhook::receiver {
+
+struct ServerParts {
+  const Config& config;
+  const std::optional<Verifier>& verifier;  // nullopt = --no-verify
+  Spool& spool;
+  const ReplyRunner& replies;
+  Metrics& metrics;
+  const Logger& log;
+};
+
+class HttpServer {
+ public:
+  // Sets the server up and binds the listening socket (backlog 4096). invalid_config when the
+  // TLS files do not load or the address cannot be bound.
+  static Result<std::unique_ptr<HttpServer>> start(const ServerParts& parts);
+  ~HttpServer();
+
+  int port() const noexcept;  // the bound port (useful with --listen HOST:0)
+
+  // Serves until shutdown(); returns after every accepted connection has been answered.
+  // False if the server stopped on an error.
+  bool run();
+
+  // Graceful stop, from any thread: stop accepting, answer what was already sent, return.
+  void shutdown();
+
+ private:
+  struct Impl;
+  explicit HttpServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tdhook::receiver
