@@ -77,7 +77,7 @@ std::vector<int> running_in_group(int pgid) {
   return pids;
 }
 
-std::optional<receiver::Spool::Details> spool_details(const fs::path& data_dir) {
+std::optional<receiver::Details> spool_details(const fs::path& data_dir) {
   receiver::SpoolOptions options;
   options.data_dir = data_dir;
   options.read_only = true;

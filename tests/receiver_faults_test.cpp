@@ -632,7 +632,7 @@ TEST_SUITE("receiver faults") {
     REQUIRE(rows.ok());
     REQUIRE(rows->size() == 1);
     // The script has written the record; the receiver records the attempt just after.
-    std::optional<receiver::Spool::Details> details;
+    std::optional<receiver::Details> details;
     REQUIRE(poll_until([&] {
       auto shown = (*spool)->show(rows->at(0).delivery_id);
       if (!shown.ok() || shown->deliveries.at(0).state != receiver::DeliveryState::delivered)

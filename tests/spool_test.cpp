@@ -232,40 +232,6 @@ TEST_SUITE("spool") {
     CHECK(put.delivery_id == "d1");
   }
 
-  TEST_CASE("concurrent puts share commits and each event is stored exactly once") {
-    TempDir dir;
-    auto spool = open_spool(dir);
-    std::atomic<int> wakeups{0};
-    spool->set_on_commit([&] { wakeups.fetch_add(1); });
-    constexpr int kThreads = 8, kPerThread = 500;
-    std::atomic<int> stored{0}, other{0};
-    std::vector<std::thread> threads;
-    for (int t = 0; t < kThreads; ++t) {
-      threads.emplace_back([&, t] {
-        for (int i = 0; i < kPerThread; ++i) {
-          const auto id = "t" + std::to_string(t) + "-" + std::to_string(i);
-          const auto r = spool->put(make_event(id, 1000 + i));
-          (r.outcome == PutOutcome::stored && r.delivery_id == id ? stored : other).fetch_add(1);
-        }
-      });
-    }
-    for (auto& thread : threads) thread.join();
-    CHECK(stored == kThreads * kPerThread);
-    CHECK(other == 0);
-    ListFilter all;
-    all.limit = 0;
-    auto rows = spool->list(all);
-    REQUIRE(rows.ok());
-    std::set<std::string> ids;
-    for (const auto& row : *rows) ids.insert(row.delivery_id);
-    CHECK(rows->size() == kThreads * kPerThread);
-    CHECK(ids.size() == kThreads * kPerThread);
-    CHECK(spool->pending_total() == kThreads * kPerThread);
-    MESSAGE("transactions for ", kThreads * kPerThread, " puts: ", spool->commits());
-    CHECK(spool->commits() < static_cast<std::uint64_t>(kThreads * kPerThread));
-    CHECK(wakeups == static_cast<int>(spool->commits()));
-  }
-
   TEST_CASE("put answers full once max_pending events wait, and stores again after delivery") {
     TempDir dir;
     auto spool = open_spool(dir, 2);

@@ -27,6 +27,7 @@ namespace {
 
 using receiver::DeliveryInfo;
 using receiver::DeliveryState;
+using receiver::Details;
 using receiver::Spool;
 
 // Keeps the record's own key order (and ours) in what we print.
@@ -253,7 +254,7 @@ int run_ls(const SpoolArgs& args) {
   return 0;
 }
 
-void print_details(const Spool::Details& details) {
+void print_details(const Details& details) {
   std::cout << pretty_record(details.record) << "\n\n";
   Table deliveries({"SINK", "STATE", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR"});
   for (const auto& d : details.deliveries) {
@@ -274,7 +275,7 @@ void print_details(const Spool::Details& details) {
   attempts.print(std::cout);
 }
 
-Json details_json(const Spool::Details& details) {
+Json details_json(const Details& details) {
   Json out;
   auto record = Json::parse(details.record, nullptr, false);
   out["record"] = record.is_discarded() ? Json(details.record) : record;

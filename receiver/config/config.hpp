@@ -17,7 +17,7 @@
 #include "delivery/dispatcher.hpp"
 #include "config/key_options.hpp"
 #include "base/log.hpp"
-#include "store/spool.hpp"
+#include "store/store.hpp"
 #include "tdhook/pattern.hpp"
 #include "tdhook/result.hpp"
 

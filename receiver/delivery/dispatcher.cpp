@@ -78,7 +78,7 @@ std::int64_t retry_delay_ms(milliseconds base, int attempt) {
 
 class SinkRunner {
  public:
-  SinkRunner(SinkConfig config, std::unique_ptr<Sink> sink, Spool& spool, const Logger& log,
+  SinkRunner(SinkConfig config, std::unique_ptr<Sink> sink, Store& spool, const Logger& log,
              Metrics& metrics)
       : config_(std::move(config)),
         sink_(std::move(sink)),
@@ -359,10 +359,10 @@ class SinkRunner {
     const std::lock_guard lock(unrecorded_mu_);
     bool recorded = false;
     if (unrecorded_.empty()) {
-      std::vector<Spool::Mark> marks;
+      std::vector<Mark> marks;
       marks.reserve(assessed.size());
       for (const auto& o : assessed) {
-        marks.push_back(Spool::Mark{&o.delivery, o.attempt, o.next_attempt_at, o.dead});
+        marks.push_back(Mark{&o.delivery, o.attempt, o.next_attempt_at, o.dead});
       }
       auto s = spool_.mark_batch(marks);
       recorded = s.ok();
@@ -388,7 +388,7 @@ class SinkRunner {
 
   SinkConfig config_;
   std::unique_ptr<Sink> sink_;
-  Spool& spool_;
+  Store& spool_;
   Logger log_;
   Metrics& metrics_;
 
@@ -473,7 +473,7 @@ Dispatcher::Dispatcher(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Dispatcher::~Dispatcher() { stop(); }
 
-Result<std::unique_ptr<Dispatcher>> Dispatcher::start(Spool& spool, std::vector<SinkConfig> sinks,
+Result<std::unique_ptr<Dispatcher>> Dispatcher::start(Store& spool, std::vector<SinkConfig> sinks,
                                                       const Logger& log, Metrics& metrics) {
   if (auto valid = validate(sinks); !valid) return std::move(valid).error();
   ignore_sigpipe();  // a closed stdout or a script that ignores stdin is a failed delivery

@@ -13,7 +13,7 @@
 
 #include "base/log.hpp"
 #include "base/metrics.hpp"
-#include "store/spool.hpp"
+#include "store/store.hpp"
 #include "tdhook/pattern.hpp"
 #include "tdhook/result.hpp"
 
@@ -50,7 +50,7 @@ Result<SinkConfig> parse_sink_spec(std::string_view spec);
 class Dispatcher {
  public:
   // Starts one delivery loop per sink. The spool must outlive the dispatcher.
-  static Result<std::unique_ptr<Dispatcher>> start(Spool& spool, std::vector<SinkConfig> sinks,
+  static Result<std::unique_ptr<Dispatcher>> start(Store& spool, std::vector<SinkConfig> sinks,
                                                    const Logger& log, Metrics& metrics);
   ~Dispatcher();  // stop() if still running
 

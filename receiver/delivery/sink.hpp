@@ -11,7 +11,7 @@
 
 #include "delivery/dispatcher.hpp"
 #include "base/log.hpp"
-#include "store/spool.hpp"
+#include "store/store.hpp"
 #include "tdhook/result.hpp"
 
 namespace tdhook::receiver {

@@ -54,7 +54,7 @@ struct RequestInfo {
 struct HttpServer::Impl final : HttpHandler {
   const Config& config;
   const std::optional<Verifier>& verifier;
-  Spool& spool;
+  Store& spool;
   const ReplyRunner& replies;
   Metrics& metrics;
   const Logger& log;

@@ -18,7 +18,7 @@
 #include "base/log.hpp"
 #include "base/metrics.hpp"
 #include "delivery/reply.hpp"
-#include "store/spool.hpp"
+#include "store/store.hpp"
 #include "tdhook/result.hpp"
 #include "tdhook/verify.hpp"
 
@@ -27,7 +27,7 @@ namespace tdhook::receiver {
 struct ServerParts {
   const Config& config;
   const std::optional<Verifier>& verifier;  // nullopt = --no-verify
-  Spool& spool;
+  Store& spool;
   const ReplyRunner& replies;
   Metrics& metrics;
   const Logger& log;

@@ -4,7 +4,7 @@
 
 #include <string_view>
 
-#include "store/spool.hpp"
+#include "store/store.hpp"
 #include "tdhook/result.hpp"
 
 namespace tdhook::receiver {

@@ -7,7 +7,7 @@
 
 namespace tdhook::receiver {
 
-SpoolWriter::SpoolWriter(Spool& spool, std::size_t max_batch)
+SpoolWriter::SpoolWriter(Store& spool, std::size_t max_batch)
     : spool_(spool), max_batch_(max_batch), thread_([this] { run(); }) {}
 
 SpoolWriter::~SpoolWriter() { stop(); }

@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "store/spool.hpp"
+#include "store/store.hpp"
 
 namespace tdhook::receiver {
 
@@ -20,7 +20,7 @@ class SpoolWriter {
  public:
   using Completion = std::function<void(PutResult)>;
 
-  explicit SpoolWriter(Spool& spool, std::size_t max_batch = 512);
+  explicit SpoolWriter(Store& spool, std::size_t max_batch = 512);
   ~SpoolWriter();  // stop()
   SpoolWriter(const SpoolWriter&) = delete;
   SpoolWriter& operator=(const SpoolWriter&) = delete;
@@ -39,7 +39,7 @@ class SpoolWriter {
   };
   void run();
 
-  Spool& spool_;
+  Store& spool_;
   std::size_t max_batch_;
   std::mutex mutex_;
   std::condition_variable cv_;

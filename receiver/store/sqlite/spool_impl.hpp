@@ -54,11 +54,6 @@ struct Spool::Impl {
   detail::Connection read_db;
   ReadStatements r;
 
-  // Group commit: callers queue; the first one that finds no leader writes the whole queue.
-  std::mutex queue_mutex;
-  std::condition_variable queue_cv;
-  std::vector<PutWaiter*> queue;
-  bool leader_active = false;
 
   std::atomic<std::int64_t> pending{0};  // events with at least one pending delivery
   std::atomic<bool> writable{true};
@@ -106,7 +101,7 @@ struct Spool::Impl {
   // the event's last pending delivery.
   bool settle_event(std::int64_t event_row, detail::SqlFailure& failure);
   // Records outcomes in one transaction.
-  Status mark(const std::vector<Spool::Mark>& marks);
+  Status mark(const std::vector<Mark>& marks);
   bool mark_one(const Delivery& d, const Attempt& attempt, DeliveryState state,
                 std::int64_t next_attempt_at_ms, detail::SqlFailure& failure);
   Error sql_error(const detail::SqlFailure& failure) const;

@@ -10,15 +10,9 @@ namespace {
 using detail::Query;
 using detail::SqlFailure;
 
-// The start of every not-found detail; is_not_found() recognises it.
-constexpr std::string_view kNotFound = "no event with delivery id ";
 constexpr std::int64_t kPurgeChunk = 100;  // = the LIMIT of purge_select
 
 Error read_only_error() { return Error{ErrorCode::invalid_input, "spool opened read-only"}; }
-
-Error not_found(const std::string& delivery_id) {
-  return Error{ErrorCode::invalid_input, std::string(kNotFound) + "'" + delivery_id + "'"};
-}
 
 // Several queries that must see one state of the database (show(): an event purged between
 // them would otherwise appear half).
@@ -63,10 +57,6 @@ DeliveryInfo read_info(const Query& q) {
 }
 
 }  // namespace
-
-bool is_not_found(const Error& error) noexcept {
-  return error.code == ErrorCode::invalid_input && error.detail.starts_with(kNotFound);
-}
 
 Error Spool::Impl::sql_error(const SqlFailure& failure) const {
   return Error{ErrorCode::invalid_input,
@@ -137,7 +127,7 @@ bool Spool::Impl::mark_one(const Delivery& d, const Attempt& attempt, DeliverySt
   return true;
 }
 
-Status Spool::Impl::mark(const std::vector<Spool::Mark>& marks) {
+Status Spool::Impl::mark(const std::vector<Mark>& marks) {
   if (options.read_only) return read_only_error();
   std::lock_guard lock(write_mutex);
   FileLock file(write_lock_fd());
@@ -161,16 +151,7 @@ Status Spool::Impl::mark(const std::vector<Spool::Mark>& marks) {
   return Ok{};
 }
 
-Status Spool::mark_delivered(const Delivery& d, const Attempt& attempt) {
-  return impl_->mark({Mark{&d, attempt, 0, false}});
-}
-
 Status Spool::mark_batch(const std::vector<Mark>& marks) { return impl_->mark(marks); }
-
-Status Spool::mark_failed(const Delivery& d, const Attempt& attempt,
-                          std::int64_t next_attempt_at_ms, bool dead) {
-  return impl_->mark({Mark{&d, attempt, next_attempt_at_ms, dead}});
-}
 
 Result<std::int64_t> Spool::retry(const std::optional<std::string>& delivery_id, bool all_dead) {
   Impl& s = *impl_;
@@ -191,7 +172,7 @@ Result<std::int64_t> Spool::retry(const std::optional<std::string>& delivery_id,
       Query q(s.w.event_row_of);
       q.bind(1, *delivery_id);
       const int rc = q.step();
-      if (rc == SQLITE_DONE) return not_found(*delivery_id);
+      if (rc == SQLITE_DONE) return not_found_error(*delivery_id);
       if (rc != SQLITE_ROW) return s.sql_error(s.write_db.last_failure(rc));
       row = q.integer(0);
     }
@@ -328,7 +309,7 @@ Result<std::vector<DeliveryInfo>> Spool::list(const ListFilter& filter) {
   return out;
 }
 
-Result<Spool::Details> Spool::show(const std::string& delivery_id) {
+Result<Details> Spool::show(const std::string& delivery_id) {
   Impl& s = *impl_;
   std::lock_guard lock(s.read_mutex);
   ReadSnapshot snapshot(s.read_db);
@@ -338,7 +319,7 @@ Result<Spool::Details> Spool::show(const std::string& delivery_id) {
     Query q(s.r.show_event);
     q.bind(1, delivery_id);
     const int rc = q.step();
-    if (rc == SQLITE_DONE) return not_found(delivery_id);
+    if (rc == SQLITE_DONE) return not_found_error(delivery_id);
     if (rc != SQLITE_ROW) return s.sql_error(s.read_db.last_failure(rc));
     row = q.integer(0);
     details.record = q.text(1);
@@ -364,12 +345,12 @@ Result<Spool::Details> Spool::show(const std::string& delivery_id) {
   return details;
 }
 
-Result<SpoolCounts> Spool::counts(const std::optional<std::string>& sink) {
+Result<StoreCounts> Spool::counts(const std::optional<std::string>& sink) {
   Impl& s = *impl_;
   std::lock_guard lock(s.read_mutex);
   Query q(s.r.counts);
   if (sink) q.bind(1, *sink);
-  SpoolCounts counts;
+  StoreCounts counts;
   int rc = SQLITE_ROW;
   while ((rc = q.step()) == SQLITE_ROW) {
     const std::string state = q.text(0);
