@@ -3,7 +3,7 @@
 # Every server runs in a session of its own (setsid), so that stopping it also ends what it
 # started (webhook's commands, the receiver's consumers); the EXIT trap stops whatever is left.
 
-B_SECRET=56c189c8-33ae-4930-bd98-410a12aa45ce # ../shared/bench/floor.cpp compares this one
+B_SECRET=56c189c8-33ae-4930-bd98-410a12aa45ce # bench/rawfloor.cpp compares this one
 B_PIDS=()                                     # session leaders still to be stopped
 declare -A B_USED_PORTS=()
 
@@ -14,34 +14,39 @@ b_die() {
 }
 
 # b_setup ROOT: checks the tools, installs wrk, webhook (Debian) and express + jsonwebtoken
-# (npm, in B_CACHE outside the project), compiles the floor once. Sets B_SHARED, B_MODS, B_FLOOR.
+# (npm install of bench/package.json in B_CACHE, outside the project), compiles the raw floor
+# (bench/rawfloor.cpp) once. Everything the benchmarks use is in bench/ and samples/ of the project.
+# Sets B_BENCH, B_SAMPLE, B_CACHE, B_MODS, B_RAWFLOOR, B_SINKWAIT (bench/sinkwait.cpp).
 b_setup() {
   local root=$1
-  B_SHARED=$(cd "${TDHOOK_SHARED:-$root/../shared}" 2>/dev/null && pwd) ||
-    b_die "no ../shared beside the project (set TDHOOK_SHARED)"
-  [ -f "$B_SHARED/bench/peer-run.sh" ] || b_die "no $B_SHARED/bench (the peer baselines)"
-  [ -f "$B_SHARED/samples/request.create.json" ] || b_die "no $B_SHARED/samples/request.create.json"
+  B_BENCH=$root/bench
+  B_SAMPLE=$root/samples/events/request.create.json
+  [ -f "$B_SAMPLE" ] || b_die "no $B_SAMPLE"
   TDHOOK_WITH_BENCH=1 "$root/scripts/install-deps" >&2 || b_die "scripts/install-deps failed"
   local t
-  for t in wrk webhook node npm curl ss setsid python3 g++ pkg-config; do
+  for t in wrk webhook node npm curl ss setsid python3 g++; do
     command -v "$t" >/dev/null || b_die "$t is needed and not installed"
   done
   B_CACHE=${TDHOOK_BENCH_DIR:-/tmp/tdhook-bench}
   mkdir -p "$B_CACHE"
-  cp "$B_SHARED/bench/package.json" "$B_CACHE/"
-  if [ ! -d "$B_CACHE/node_modules/jsonwebtoken" ] || [ ! -d "$B_CACHE/node_modules/express" ]; then
+  cmp -s "$B_BENCH/package.json" "$B_CACHE/package.json" || cp "$B_BENCH/package.json" "$B_CACHE/"
+  if [ ! -d "$B_CACHE/node_modules/jsonwebtoken" ] || [ ! -d "$B_CACHE/node_modules/express" ] ||
+    [ "$B_CACHE/package.json" -nt "$B_CACHE/node_modules" ]; then
     b_log "npm install express jsonwebtoken in $B_CACHE"
-    (cd "$B_CACHE" && npm install --silent --no-audit --no-fund >/dev/null) || b_die "npm install failed in $B_CACHE"
+    (cd "$B_CACHE" && npm install --silent --no-audit --no-fund >/dev/null && touch node_modules) ||
+      b_die "npm install failed in $B_CACHE"
   fi
   B_MODS=$B_CACHE/node_modules
-  # The floor as ../shared/bench/peer-run.sh builds it (g++ -O2, Debian's cpp-httplib).
-  B_FLOOR=$B_CACHE/floor
-  if [ ! -x "$B_FLOOR" ] || [ "$B_SHARED/bench/floor.cpp" -nt "$B_FLOOR" ]; then
-    b_log "g++ -O2 floor.cpp"
-    # shellcheck disable=SC2046
-    g++ -O2 -std=c++20 "$B_SHARED/bench/floor.cpp" -o "$B_FLOOR" $(pkg-config --cflags --libs cpp-httplib) -lpthread ||
-      b_die "cannot build the floor from $B_SHARED/bench/floor.cpp"
-  fi
+  B_RAWFLOOR=$B_CACHE/rawfloor
+  B_SINKWAIT=$B_CACHE/sinkwait
+  local prog
+  for prog in rawfloor sinkwait; do
+    if [ ! -x "$B_CACHE/$prog" ] || [ "$B_BENCH/$prog.cpp" -nt "$B_CACHE/$prog" ]; then
+      b_log "g++ -O2 bench/$prog.cpp"
+      { g++ -O2 -std=c++20 "$B_BENCH/$prog.cpp" -o "$B_CACHE/$prog.tmp.$$" -lpthread &&
+        mv "$B_CACHE/$prog.tmp.$$" "$B_CACHE/$prog"; } || b_die "cannot build $B_BENCH/$prog.cpp"
+    fi
+  done
 }
 
 b_machine() {
@@ -122,7 +127,7 @@ b_hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
 # b_body OUT: a fresh notification body as Tiledesk builds it (the receiver accepts a token's
 # iat for 5 minutes, so one is made before each server run).
 b_body() {
-  NODE_PATH=$B_MODS node "$B_SHARED/bench/make-body.js" "$B_SHARED/samples/request.create.json" "$B_SECRET" >"$1" ||
+  NODE_PATH=$B_MODS node "$B_BENCH/make-body.js" "$B_SAMPLE" "$B_SECRET" >"$1" ||
     b_die "make-body.js failed"
 }
 
@@ -145,8 +150,8 @@ b_delivered() {
     awk '/^tdhook_deliveries_total\{.*outcome="delivered"/ { s += $NF } END { printf "%d\n", s }'
 }
 
-# b_parse_wrk FILE: W_RPS W_TOTAL W_P50 W_P99 W_NON2XX W_SOCKERR from wrk's output and the
-# "p50_ms X p99_ms Y" line that the Lua scripts print.
+# b_parse_wrk FILE: W_RPS W_TOTAL W_P50 W_P99 W_NON2XX W_SOCKERR W_2XX from wrk's output and the
+# "responses_2xx N" and "p50_ms X p99_ms Y" lines that the Lua scripts print.
 b_parse_wrk() {
   local f=$1
   W_RPS=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$f")
@@ -154,8 +159,9 @@ b_parse_wrk() {
   W_P50=$(awk '/p50_ms/ { for (i = 1; i < NF; i++) if ($i == "p50_ms") printf "%.2f", $(i + 1) }' "$f" | head -c 20)
   W_P99=$(awk '/p99_ms/ { for (i = 1; i < NF; i++) if ($i == "p99_ms") printf "%.2f", $(i + 1) }' "$f" | head -c 20)
   W_NON2XX=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$f")
+  W_2XX=$(awk '$1 == "responses_2xx" { print $2 }' "$f")
   W_SOCKERR=$(awk '/Socket errors:/ { gsub(",", ""); print $4 + $6 + $8 + $10 }' "$f")
-  W_RPS=${W_RPS:-0} W_TOTAL=${W_TOTAL:-0} W_NON2XX=${W_NON2XX:-0} W_SOCKERR=${W_SOCKERR:-0}
+  W_RPS=${W_RPS:-0} W_TOTAL=${W_TOTAL:-0} W_NON2XX=${W_NON2XX:-0} W_SOCKERR=${W_SOCKERR:-0} W_2XX=${W_2XX:-0}
   W_P50=${W_P50:-?} W_P99=${W_P99:-?}
   if [ "$W_TOTAL" = 0 ]; then
     tail -n 20 "$f" >&2
@@ -167,7 +173,7 @@ b_parse_wrk() {
 b_wrk_start() {
   local out=$1 lua=$2 secs=$3 url=$4
   shift 4
-  b_start "$out" env BODY_FILE="$B_WORK/body.json" SECRET="$B_SECRET" "$@" \
+  b_start "$out" env -u CLOSE -u CONNECTION_CLOSE BODY_FILE="$B_WORK/body.json" SECRET="$B_SECRET" "$@" \
     wrk -t"$B_WRK_THREADS" -c"$B_CONNECTIONS" -d"${secs}s" -s "$lua" "$url"
 }
 
@@ -178,10 +184,18 @@ b_forget() {
   B_PIDS=("${keep[@]}")
 }
 
-# b_spool_note DATA_DIR: "spool N MiB on disk (WAL M MiB)", while the receiver runs.
-b_spool_note() {
-  local total wal=0
-  total=$(du -sm "$1" 2>/dev/null | cut -f1)
-  [ -f "$1/spool.db-wal" ] && wal=$(($(stat -c %s "$1/spool.db-wal") / 1048576))
-  echo "spool ${total:-?} MiB on disk (WAL $wal MiB)"
+# b_data_note DATA_DIR: "data dir N MiB on disk", while the receiver runs (du of --data-dir).
+b_data_note() {
+  echo "data dir $(b_du_mib "$1") MiB on disk"
 }
+b_du_mib() {
+  local m
+  m=$(du -sm "$1" 2>/dev/null | cut -f1)
+  echo "${m:-?}"
+}
+
+# b_sink_wait FILE TARGET T_END_NS TIMEOUT_MS: polls FILE's line count (incrementally, every 5 ms)
+# until it reaches TARGET or TIMEOUT_MS after T_END_NS (date +%s%N, when the load stopped). Prints
+# "LINES DISTINCT MS": lines then, distinct record ids among them (a record starts with its id)
+# and the milliseconds from T_END_NS to the look that saw TARGET (TIMEOUT_MS when none did).
+b_sink_wait() { "$B_SINKWAIT" "$@"; }

@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests), side by side in one run on this machine, all on loopback; prints one
-# markdown table, the machine line and the exact command. bench/README.md says what each row
-# measures. Builds nothing of the project: it runs the binaries of BUILD_DIR.
+# Benchmarks (not tests), side by side in one run on this machine, all on loopback. Prints first
+# the unique-body table (every request a new event, wrk -t2 -c32: keep-alive, Connection: close,
+# --durability power) in markdown with the goal ratios and the delivery check, then the same-body
+# table (retry cache only), then the script-sink, verification and tdhook send table.
+# bench/README.md says what each row measures. Builds nothing of the project: it runs the binaries
+# of BUILD_DIR (bench/rawfloor.cpp, the floor, it compiles itself).
 #
 #   bench/run.sh [BUILD_DIR] [SECONDS]         or   BUILD_DIR=build SECONDS=10 bench/run.sh
+#   SCENARIOS=unique bench/run.sh              the unique-body table only
 #
 # Environment (defaults): BUILD_DIR (./build of the project), SECONDS (10, per server run),
-# CONNECTIONS (32), WRK_THREADS (2), DELIVERY_EVENTS (2000 x SECONDS), DELIVERY_WAIT
-# (2 x SECONDS, at least 10), EXEC_CONCURRENCY ("8 1 32": one exec row each; 8 is the receiver's
-# default, 1 in arrival order, 32 = CONNECTIONS, as many runs at once as webhook gets), SEND_COUNT (20000),
-# SCENARIOS ("1 2 3 4 5"), KEEP=1 keeps the scratch folder, TDHOOK_SHARED (../shared),
-# TDHOOK_BENCH_DIR (/tmp/tdhook-bench: node_modules and the floor, kept between runs).
-# Installs what it needs: wrk and webhook (scripts/install-deps), express and jsonwebtoken (npm,
-# outside the project). Needs ../shared beside the project (the peer baselines).
+# CONNECTIONS (32), WRK_THREADS (2), SCENARIOS ("unique same script verify send"; unique = "ka
+# close power", same = "same-ka same-close"; 1..5 as before: 1 = "ka same-ka", 2 = "close
+# same-close", 3 script, 4 verify, 5 send), SINK_WAIT_MS (1000: how long after wrk ends every 2xx
+# must be in tdhook's file sink), DELIVERY_EVENTS (2000 x SECONDS), DELIVERY_WAIT (2 x SECONDS,
+# at least 10), EXEC_CONCURRENCY ("8 1 32": one exec row each), SEND_COUNT (20000), KEEP=1
+# keeps the scratch folder, TDHOOK_BENCH_DIR (/tmp/tdhook-bench: node_modules and rawfloor, kept
+# between runs).
+# Installs what it needs: wrk and webhook (scripts/install-deps), express and jsonwebtoken (npm
+# install of bench/package.json, outside the project). Exit status 1 when an event answered 2xx
+# is missing from tdhook's sink (DELIVERY SHORT), 2 on an error.
 set -euo pipefail
 # bash counts its own SECONDS from the start: only a value from the environment is the user's.
 secs_env=$(printenv SECONDS || true)
@@ -28,17 +35,44 @@ secs=${2:-${secs_env:-10}}
 [[ $secs =~ ^[1-9][0-9]*$ ]] || b_die "SECONDS must be a whole number of seconds, not '$secs'"
 B_CONNECTIONS=${CONNECTIONS:-32}
 B_WRK_THREADS=${WRK_THREADS:-2}
+sink_wait_ms=${SINK_WAIT_MS:-1000}
 delivery_events=${DELIVERY_EVENTS:-$((2000 * secs))}
 delivery_wait=${DELIVERY_WAIT:-$((2 * secs > 10 ? 2 * secs : 10))}
 exec_concurrency=${EXEC_CONCURRENCY:-8 1 $B_CONNECTIONS}
 send_count=${SEND_COUNT:-20000}
-scenarios=${SCENARIOS:-1 2 3 4 5}
-for f in receiver/tdhook-receiver tools/tdhook bench/verify_bench; do
+scenarios=${SCENARIOS:-unique same script verify send}
+
+# The scenarios asked for, always run (and printed) in this order: unique bodies first.
+order="ka close power same-ka same-close script verify send"
+declare -A want=()
+for s in $scenarios; do
+  case $s in
+    unique) want[ka]=1 want[close]=1 want[power]=1 ;;
+    same) want[same-ka]=1 want[same-close]=1 ;;
+    1) want[ka]=1 want[same-ka]=1 ;;
+    2) want[close]=1 want[same-close]=1 ;;
+    3) want[script]=1 ;;
+    4) want[verify]=1 ;;
+    5) want[send]=1 ;;
+    ka | close | power | same-ka | same-close | script | verify | send) want[$s]=1 ;;
+    *) b_die "unknown scenario '$s' in SCENARIOS (unique same script verify send, or ka close power same-ka same-close, or 1..5)" ;;
+  esac
+done
+run_list=""
+for s in $order; do [ -z "${want[$s]:-}" ] || run_list+="$s "; done
+run_list=${run_list% }
+
+needs=(receiver/tdhook-receiver)
+[ -z "${want[verify]:-}" ] || needs+=(bench/verify_bench)
+[ -z "${want[send]:-}" ] || needs+=(tools/tdhook)
+for f in "${needs[@]}"; do
   [ -x "$B_BUILD/$f" ] || b_die "no $B_BUILD/$f: build the project first (scripts/build, or cmake --build $B_BUILD)"
 done
 command_line="cd $PWD && BUILD_DIR=$B_BUILD SECONDS=$secs CONNECTIONS=$B_CONNECTIONS WRK_THREADS=$B_WRK_THREADS"
-command_line+=" DELIVERY_EVENTS=$delivery_events DELIVERY_WAIT=$delivery_wait EXEC_CONCURRENCY='$exec_concurrency'"
-command_line+=" SEND_COUNT=$send_count SCENARIOS='$scenarios' $0"
+command_line+=" SINK_WAIT_MS=$sink_wait_ms SCENARIOS='$run_list'"
+[ -z "${want[script]:-}" ] || command_line+=" DELIVERY_EVENTS=$delivery_events DELIVERY_WAIT=$delivery_wait EXEC_CONCURRENCY='$exec_concurrency'"
+[ -z "${want[send]:-}" ] || command_line+=" SEND_COUNT=$send_count"
+command_line+=" $0"
 
 b_setup "$root"
 B_WORK=$(mktemp -d /tmp/tdhook-bench-run.XXXXXX)
@@ -52,13 +86,28 @@ trap 'exit 143' TERM
 echo "$B_SECRET" >"$B_WORK/secret"
 machine=$(b_machine)
 b_log "$machine"
-b_log "scratch $B_WORK, ${secs}s per server run"
+b_log "scratch $B_WORK, ${secs}s per server run, scenarios: $run_list"
 
-ROWS=()
-declare -A RPS=() RATE=()
+UNIQUE_ROWS=() SAME_ROWS=() OTHER_ROWS=() FAILURES=() DELIVERY_LINES=()
+declare -A RPS=() RATE=() P99=()
 run_no=0
-row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 | $6 | $7 | $8 | $9 | ${10} |"); }
+# row TABLE CELLS...: a markdown row into UNIQUE_ROWS, SAME_ROWS or OTHER_ROWS.
+row() {
+  local t=$1 r="|"
+  shift
+  for c in "$@"; do r+=" $c |"; done
+  case $t in
+    unique) UNIQUE_ROWS+=("$r") ;;
+    same) SAME_ROWS+=("$r") ;;
+    *) OTHER_ROWS+=("$r") ;;
+  esac
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "") printf "%.2f", a / b; else printf "n/a" }'; }
+# goal VALUE OP LIMIT: "met" or "NOT MET" (OP >= or <=).
+goal() {
+  awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN { if (v == "n/a" || v == "?" || v == "") { print "n/a"; exit }
+    ok = (op == ">=") ? (v + 0 >= l + 0) : (v + 0 <= l + 0); print (ok ? "met" : "NOT MET") }'
+}
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 new_dir() {
@@ -69,9 +118,11 @@ new_dir() {
 non2xx_cell() { # the wrk figures; socket errors (timeouts, resets) beside the non-2xx
   if [ "$W_SOCKERR" != 0 ]; then echo "$W_NON2XX (+$W_SOCKERR socket errors)"; else echo "$W_NON2XX"; fi
 }
+# drop_big DIR: the sink files and data directory of a finished run (GBs at 10 s), unless KEEP=1.
+drop_big() { [ "${KEEP:-0}" = 1 ] || rm -rf "$1/data" "$1/out.ndjson"; }
 
 # b_wrk_start, then wait; with STOP_AT, wrk gets SIGINT once the receiver on PORT has stored that
-# many events (wrk then prints its figures for the time it ran).
+# many events (wrk then prints its figures for the time it ran). W_END_NS: when wrk ended.
 wrk_run() {
   local out=$1 lua=$2 port=$3 stop_at=$4
   shift 4
@@ -87,13 +138,14 @@ wrk_run() {
     done
   fi
   wait "$wpid" || true
+  W_END_NS=$(date +%s%N)
   b_forget "$wpid"
   b_parse_wrk "$out"
 }
 
 # wait_delivery PORT OUT T0: waits until the receiver has delivered every event it stored (or
 # DELIVERY_WAIT after the last answer), counts the lines in OUT and sets D_RATE (distinct events
-# appended per second, from the first request to the last line) and D_NOTE.
+# appended per second, from the first request to the last line) and D_NOTE. (Scenario 3.)
 wait_delivery() {
   local port=$1 out=$2 t0=$3 t_sent stored delivered deadline lines distinct t_last
   t_sent=$(now)
@@ -130,53 +182,116 @@ wait_delivery() {
     D_NOTE+="; MISSING: $distinct lines for $stored events"
   fi
   D_RATE=$(awk -v n="$distinct" -v a="$t0" -v b="$t_last" 'BEGIN { printf "%.0f", (b > a ? n / (b - a) : 0) }')
-  D_STORED=$stored
 }
 
-# Scenarios 1 and 2: one server, file sink, wrk for SECONDS.
+# One HTTP server of the unique or same-body tables, file sink, wrk for SECONDS.
+# run_http TABLE KEY LABEL SERVER LUA [VAR=VALUE for wrk...]
 run_http() {
-  local key=$1 label=$2 server=$3 lua=$4 mode=$5
+  local table=$1 key=$2 label=$3 server=$4 lua=$5
   shift 5
-  local port pid log t0 delivered=— note=""
-  new_dir "$server"
+  local port pid log note="" lines distinct ms rss
+  new_dir "$key-${server//[^a-z-]/}"
   port=$(b_free_port)
   log=$R_DIR/server.log
   b_log "$label: $server on port $port"
   case $server in
-    floor) b_start "$log" "$B_FLOOR" "$port" ;;
+    raw) b_start "$log" env -u APPEND -u SYNC "$B_RAWFLOOR" "$port" ;;
+    append) b_start "$log" env -u SYNC APPEND="$R_DIR/out.ndjson" "$B_RAWFLOOR" "$port" ;;
+    append-sync) b_start "$log" env APPEND="$R_DIR/out.ndjson" SYNC=1 "$B_RAWFLOOR" "$port" ;;
     tdhook) b_receiver "$log" "$port" "$R_DIR/data" "file:$R_DIR/out.ndjson" ;;
-    express) b_start "$log" env NODE_PATH="$B_MODS" node "$B_SHARED/bench/express-receiver.js" "$port" "$B_SECRET" "$R_DIR/out.ndjson" ;;
+    "tdhook (power)") b_receiver "$log" "$port" "$R_DIR/data" "file:$R_DIR/out.ndjson" --durability power ;;
+    express) b_start "$log" env NODE_PATH="$B_MODS" node "$B_BENCH/express-receiver.js" "$port" "$B_SECRET" "$R_DIR/out.ndjson" ;;
     webhook)
-      sed "s/@SECRET@/$B_SECRET/" "$B_SHARED/bench/webhook-hooks.json.tmpl" >"$R_DIR/hooks.json"
+      sed "s/@SECRET@/$B_SECRET/" "$B_BENCH/webhook-hooks.json.tmpl" >"$R_DIR/hooks.json"
       b_start "$log" webhook -hooks "$R_DIR/hooks.json" -ip 127.0.0.1 -port "$port"
       ;;
+    *) b_die "unknown server $server" ;;
   esac
   pid=$B_PID
   b_wait_port "$port" "$pid" "$log"
   b_body "$B_WORK/body.json"
-  t0=$(now)
-  wrk_run "$R_DIR/wrk.out" "$lua" "$port" 0 "$@"
-  if [ "$server" = tdhook ]; then
-    wait_delivery "$port" "$R_DIR/out.ndjson" "$t0"
-    if [ "$mode" = unique ]; then
-      delivered=$D_RATE
-      note=$D_NOTE
-    else
-      note="$D_STORED event(s) stored and delivered, the other 2xx answered as duplicates"
-    fi
-    if [ "$W_NON2XX" = 0 ] && [ "$W_SOCKERR" = 0 ]; then note="non-2xx 0; $note"; else note="NON-2XX NOT 0 (see $log); $note"; fi
-    note+="; $(b_spool_note "$R_DIR/data")"
+  local follow=0 swfd swpid
+  if [[ $server == tdhook* ]] && [ "$table" = unique ]; then
+    # The delivery check follows the sink file during the load (a look every 200 ms), so that
+    # what it times after wrk ends is only the count of the last lines.
+    follow=1
+    mkfifo "$R_DIR/sinkwait.fifo"
+    "$B_SINKWAIT" "$R_DIR/out.ndjson" <"$R_DIR/sinkwait.fifo" >"$R_DIR/sinkwait.out" &
+    swpid=$!
+    exec {swfd}>"$R_DIR/sinkwait.fifo"
   fi
+  wrk_run "$R_DIR/wrk.out" "$lua" "$port" 0 "$@"
+  if [ "$follow" = 1 ]; then
+    echo "$W_2XX $W_END_NS $sink_wait_ms" >&"$swfd"
+    exec {swfd}>&-
+    wait "$swpid" || true
+  fi
+  if [[ $server == tdhook* ]]; then
+    if [ "$table" = unique ]; then
+      # Every event answered 2xx must be in the file sink within SINK_WAIT_MS after the load stops.
+      read -r lines distinct ms <"$R_DIR/sinkwait.out" || true
+      lines=${lines:-0} distinct=${distinct:-0} ms=${ms:-?}
+      if [ "$lines" -ge "$W_2XX" ] && [ "$W_2XX" -gt 0 ] && [ "$ms" -le "$sink_wait_ms" ]; then
+        note="delivered $lines of $W_2XX 2xx within $ms ms"
+      else
+        note="DELIVERY SHORT: delivered $lines of $W_2XX 2xx within $ms ms"
+        FAILURES+=("$label, $server: $note (log: $log)")
+        b_log "$label, $server: $note"
+      fi
+      [ "$lines" = "$distinct" ] || {
+        note+="; DUPLICATES: $lines lines, $distinct distinct record ids"
+        FAILURES+=("$label, $server: $lines lines in the sink for $distinct distinct record ids")
+      }
+      DELIVERY_LINES+=("$label, $server: $note")
+    else
+      read -r lines distinct ms < <(b_sink_wait "$R_DIR/out.ndjson" 1 "$W_END_NS" "$sink_wait_ms") || true
+      distinct=${distinct:-0}
+      note="$distinct event(s) in the sink, the other 2xx answered as duplicates"
+    fi
+    if [ "$W_NON2XX" != 0 ] || [ "$W_SOCKERR" != 0 ]; then note="NON-2XX NOT 0 (see $log); $note"; fi
+    note+="; $(b_data_note "$R_DIR/data")"
+  fi
+  rss=$(b_rss "$pid")
   RPS[$key/$server]=$W_RPS
-  row "$label" "$server" "$W_RPS" "$W_P50" "$W_P99" "$(non2xx_cell)" "$delivered" "$(b_rss "$pid")" "@RATIO:$key/$server@" "$note"
+  P99[$key/$server]=$W_P99
+  row "$table" "$label" "$server" "$W_RPS" "$W_P50" "$W_P99" "$(non2xx_cell)" "$rss" "$note"
   b_stop "$pid"
+  drop_big "$R_DIR"
 }
 
-http_scenario() {
-  local key=$1 label=$2 lua=$3 mode=$4
-  shift 4
-  local s
-  for s in floor tdhook express webhook; do run_http "$key" "$label" "$s" "$lua" "$mode" "$@"; done
+print_table() { # ROWS...
+  echo "| scenario | server | req/s | p50 ms | p99 ms | non-2xx | RSS / HWM MiB | note |"
+  echo "|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "$@"
+}
+
+# The unique-body table and its ratio lines, printed as soon as those runs are done.
+print_unique() {
+  local k=ka
+  echo "Unique bodies (every request a new event, bench/post-unique.lua), wrk -t$B_WRK_THREADS -c$B_CONNECTIONS, ${secs}s per server, $body_bytes-byte request.create as Tiledesk sends it:"
+  echo
+  print_table "${UNIQUE_ROWS[@]}"
+  echo
+  local a e w p
+  for k in ka close; do
+    [ -n "${want[$k]:-}" ] || continue
+    a=$(ratio "${RPS[$k/tdhook]:-}" "${RPS[$k/append]:-}")
+    e=$(ratio "${RPS[$k/tdhook]:-}" "${RPS[$k/express]:-}")
+    w=$(ratio "${RPS[$k/tdhook]:-}" "${RPS[$k/webhook]:-}")
+    p=${P99[$k/tdhook]:-?}
+    if [ $k = ka ]; then
+      echo "- keep-alive: tdhook/raw $(ratio "${RPS[$k/tdhook]:-}" "${RPS[$k/raw]:-}"), tdhook/append $a (goal >= 0.5: $(goal "$a" ">=" 0.5)), tdhook/express $e (goal >= 5: $(goal "$e" ">=" 5)), tdhook/webhook $w, tdhook p99 $p ms (goal <= 5 ms: $(goal "$p" "<=" 5))"
+    else
+      echo "- Connection: close: tdhook/raw $(ratio "${RPS[$k/tdhook]:-}" "${RPS[$k/raw]:-}"), tdhook/append $a (goal >= 0.8: $(goal "$a" ">=" 0.8)), tdhook/express $e, tdhook/webhook $w, tdhook p99 $p ms (goal <= 10 ms: $(goal "$p" "<=" 10))"
+    fi
+  done
+  if [ -n "${want[power]:-}" ]; then
+    echo "- --durability power, keep-alive: tdhook(power)/append-sync $(ratio "${RPS[power/tdhook (power)]:-}" "${RPS[power/append-sync]:-}"), tdhook(power) p99 ${P99[power/tdhook (power)]:-?} ms, append-sync p99 ${P99[power/append-sync]:-?} ms"
+  fi
+  local d
+  for d in "${DELIVERY_LINES[@]}"; do echo "- delivery, $d (every 2xx in the file sink within $sink_wait_ms ms after wrk ended)"; done
+  echo
+  echo "raw = bench/rawfloor.cpp (epoll per core: reads the request, compares the secret header, answers 200); append = the same, one write() of the body per request before answering; append-sync = one writev of every request read in an event-loop wake-up, then one fdatasync, then the answers (group commit); tdhook = tdhook-receiver --sink file:… (default options; --durability power in the power row); express = bench/express-receiver.js (verifies, appends); webhook = adnanh/webhook with bench/webhook-hooks.json.tmpl (/bin/true in the background, after checking x-hook-secret only). RSS / HWM: VmRSS / VmHWM from /proc/PID/status after the run."
 }
 
 # Scenario 3: tdhook-receiver with a script sink; what counts is delivery (lines the script
@@ -200,9 +315,10 @@ run_script_sink() { # KEY LABEL NAME SLUG SINK (@OUT@ = the file the script appe
   RATE[$key/$name]=$D_RATE
   local note="non-2xx 0; $D_NOTE"
   if [ "$W_NON2XX" != 0 ] || [ "$W_SOCKERR" != 0 ]; then note="NON-2XX NOT 0 (see $log); $D_NOTE"; fi
-  note+="; $(b_spool_note "$R_DIR/data")"
-  row "$label" "$name" "$W_RPS" "$W_P50" "$W_P99" "$(non2xx_cell)" "$D_RATE" "$(b_rss "$pid")" "@RATIO:$key/$name@" "$note"
+  note+="; $(b_data_note "$R_DIR/data")"
+  row other "$label" "$name" "$W_RPS" "$W_P50" "$W_P99" "$(non2xx_cell)" "$D_RATE" "$(b_rss "$pid")" "@RATIO:$key/$name@" "$note"
   b_stop "$pid"
+  drop_big "$R_DIR"
 }
 
 run_webhook_script() {
@@ -224,23 +340,56 @@ run_webhook_script() {
   t_last=$(stat -c %.9Y "$R_DIR/out.ndjson" 2>/dev/null || now)
   RPS[$key/webhook]=$W_RPS
   RATE[$key/webhook]=$(awk -v n="$lines" -v a="$t0" -v b="$t_last" 'BEGIN { printf "%.0f", (b > a ? n / (b - a) : 0) }')
-  row "$label" "webhook (script per request, synchronous)" "$W_RPS" "$W_P50" "$W_P99" "$(non2xx_cell)" \
+  row other "$label" "webhook (script per request, synchronous)" "$W_RPS" "$W_P50" "$W_P99" "$(non2xx_cell)" \
     "${RATE[$key/webhook]}" "$(b_rss "$pid")" "—" "$lines lines for $W_TOTAL answered requests"
   b_stop "$pid"
+  drop_big "$R_DIR"
 }
 
-for s in $scenarios; do
+
+body_bytes="?"
+unique_printed=0
+for s in $run_list; do
   case $s in
-    1)
-      http_scenario ka-unique "1 keep-alive, file sink, unique bodies" "$here/post-unique.lua" unique
-      http_scenario ka-same "1 keep-alive, file sink, same body" "$B_SHARED/bench/post.lua" same
+    same-ka | same-close | script | verify | send)
+      if [ "$unique_printed" = 0 ] && [ ${#UNIQUE_ROWS[@]} -gt 0 ]; then
+        print_unique
+        echo
+        unique_printed=1
+      fi
       ;;
-    2)
-      http_scenario close-unique "2 Connection: close, file sink, unique bodies" "$here/post-unique.lua" unique CONNECTION_CLOSE=1
-      http_scenario close-same "2 Connection: close, file sink, same body" "$B_SHARED/bench/post-close.lua" same
+  esac
+  case $s in
+    ka)
+      for srv in raw append tdhook express webhook; do
+        run_http unique ka "keep-alive" "$srv" "$here/post-unique.lua"
+        body_bytes=$(wc -c <"$B_WORK/body.json")
+      done
       ;;
-    3)
-      label="3 script sink, keep-alive, unique bodies"
+    close)
+      for srv in raw append tdhook express webhook; do
+        run_http unique close "Connection: close" "$srv" "$here/post-unique.lua" CONNECTION_CLOSE=1
+        body_bytes=$(wc -c <"$B_WORK/body.json")
+      done
+      ;;
+    power)
+      for srv in append-sync "tdhook (power)"; do
+        run_http unique power "keep-alive, power-loss durability" "$srv" "$here/post-unique.lua"
+        body_bytes=$(wc -c <"$B_WORK/body.json")
+      done
+      ;;
+    same-ka)
+      for srv in raw tdhook express webhook; do
+        run_http same same-ka "SAME BODY, keep-alive" "$srv" "$here/post-same.lua"
+      done
+      ;;
+    same-close)
+      for srv in raw tdhook express webhook; do
+        run_http same same-close "SAME BODY, Connection: close" "$srv" "$here/post-same.lua" CONNECTION_CLOSE=1
+      done
+      ;;
+    script)
+      label="script sink, keep-alive, unique bodies"
       for c in $exec_concurrency; do
         run_script_sink script "$label" "exec (--exec-concurrency $c)" "exec-$c" "exec:$here/append-record.sh @OUT@" \
           --exec-concurrency "$c"
@@ -251,27 +400,27 @@ for s in $scenarios; do
         "exec-stream:$root/samples/scripts/stream-consumer.sh @OUT@"
       run_webhook_script script "$label"
       ;;
-    4)
-      b_log "4 verification micro-benchmark"
+    verify)
+      b_log "verification micro-benchmark"
       b_body "$B_WORK/body.json"
       vb=$("$B_BUILD/bench/verify_bench" "$B_WORK/body.json" "$B_SECRET" 400000) || b_die "verify_bench failed"
-      nv=$(NODE_PATH=$B_MODS node "$B_SHARED/bench/node-verify-bench.js" "$B_WORK/body.json" "$B_SECRET") ||
+      nv=$(NODE_PATH=$B_MODS node "$B_BENCH/node-verify-bench.js" "$B_WORK/body.json" "$B_SECRET") ||
         b_die "node-verify-bench.js failed"
       v_t=$(awk '{ print $3 }' <<<"$vb")
       v_n=$(awk '{ print $3 }' <<<"$nv")
       RPS[verify/tdhook]=$v_t
       RPS[verify/node]=$v_n
-      row "4 verification, one core" "libtdhook (bench/verify_bench)" "$v_t" — — — — — "@RATIO:verify/tdhook@" \
-        "verifications/s, $(sed 's/.*(\(.*\))/\1/' <<<"$vb")"
-      row "4 verification, one core" "node JSON.parse + jsonwebtoken.verify" "$v_n" — — — — — — \
+      row other "verification, one core" "libtdhook (bench/verify_bench)" "$v_t" — — — — — \
+        "verify tdhook/node $(ratio "$v_t" "$v_n")" "verifications/s, $(sed 's/.*(\(.*\))/\1/' <<<"$vb")"
+      row other "verification, one core" "node JSON.parse + jsonwebtoken.verify" "$v_n" — — — — — — \
         "verifications/s, $(sed 's/.*(\(.*\))/\1/' <<<"$nv")"
       ;;
-    5)
+    send)
       for mode in close keep-alive; do
         new_dir "send-$mode"
         port=$(b_free_port)
         log=$R_DIR/server.log
-        b_log "5 tdhook send --count $send_count --concurrency $B_CONNECTIONS ($mode) on port $port"
+        b_log "tdhook send --count $send_count --concurrency $B_CONNECTIONS ($mode) on port $port"
         b_receiver "$log" "$port" "$R_DIR/data" "file:$R_DIR/out.ndjson"
         pid=$B_PID
         b_wait_port "$port" "$pid" "$log"
@@ -291,49 +440,55 @@ for s in $scenarios; do
           b_die "tdhook send printed no figures"
         }
         s_non2xx=$((send_count - ${s_ok:-0}))
-        row "5 tdhook send, $mode" "tdhook-receiver (tdhook send --count $send_count --concurrency $B_CONNECTIONS)" \
+        row other "tdhook send, $mode" "tdhook-receiver (tdhook send --count $send_count --concurrency $B_CONNECTIONS)" \
           "$s_rps" "$s_p50" "$s_p99" "$s_non2xx" — "$(b_rss "$pid")" — \
-          "$(grep -m1 '^status:' "$so"); transport errors ${s_err:-?}; $(b_spool_note "$R_DIR/data")"
+          "$(grep -m1 '^status:' "$so"); transport errors ${s_err:-?}; $(b_data_note "$R_DIR/data")"
         b_stop "$pid"
+        drop_big "$R_DIR"
       done
       ;;
-    *) b_die "unknown scenario '$s' in SCENARIOS (1 to 5)" ;;
   esac
 done
+[ "$unique_printed" = 1 ] || [ ${#UNIQUE_ROWS[@]} = 0 ] || print_unique
 
-# The ratios the goals are stated in, now that every figure of the run is known.
-ratio_cell() {
-  local k=$1 scen=${1%/*} who=${1#*/}
-  case $who in
-    tdhook)
-      if [ "$scen" = verify ]; then
-        echo "verify tdhook/node $(ratio "${RPS[verify/tdhook]:-}" "${RPS[verify/node]:-}")"
-      else
-        echo "tdhook/floor $(ratio "${RPS[$k]}" "${RPS[$scen/floor]:-}"), tdhook/express $(ratio "${RPS[$k]}" "${RPS[$scen/express]:-}"), tdhook/webhook $(ratio "${RPS[$k]}" "${RPS[$scen/webhook]:-}")"
-      fi
-      ;;
-    exec-stream*) echo "stream/webhook $(ratio "${RATE[$k]}" "${RPS[$scen/webhook]:-}") (delivered/s ÷ webhook req/s)" ;;
-    exec*) echo "exec/webhook $(ratio "${RATE[$k]}" "${RPS[$scen/webhook]:-}") (delivered/s ÷ webhook req/s)" ;;
-    *) echo "—" ;;
-  esac
-}
+if [ ${#SAME_ROWS[@]} -gt 0 ]; then
+  echo
+  echo "SAME BODY (one body repeated, bench/post-same.lua: tdhook stores the first and answers the rest from its retry cache; not real traffic):"
+  echo
+  print_table "${SAME_ROWS[@]}"
+  echo
+  echo "- same body, keep-alive: tdhook/raw $(ratio "${RPS[same-ka/tdhook]:-}" "${RPS[same-ka/raw]:-}"), tdhook/express $(ratio "${RPS[same-ka/tdhook]:-}" "${RPS[same-ka/express]:-}"), tdhook/webhook $(ratio "${RPS[same-ka/tdhook]:-}" "${RPS[same-ka/webhook]:-}")"
+  echo "- same body, Connection: close: tdhook/raw $(ratio "${RPS[same-close/tdhook]:-}" "${RPS[same-close/raw]:-}"), tdhook/express $(ratio "${RPS[same-close/tdhook]:-}" "${RPS[same-close/express]:-}"), tdhook/webhook $(ratio "${RPS[same-close/tdhook]:-}" "${RPS[same-close/webhook]:-}")"
+fi
 
-took=$(($(date +%s) - started))
-echo
-echo "$machine (at the start); load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
-echo "command: $command_line"
-echo "request.create sample as Tiledesk sends it ($(wc -c <"$B_WORK/body.json") bytes); wrk -t$B_WRK_THREADS -c$B_CONNECTIONS on the same machine; ${secs}s per server run; took ${took}s"
-echo
-echo "| scenario | server | req/s | p50 ms | p99 ms | non-2xx | delivered/s | RSS / HWM MiB | ratios | note |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
-for r in "${ROWS[@]}"; do
-  while [[ $r =~ @RATIO:([^@]*)@ ]]; do
-    k=${BASH_REMATCH[1]}
-    r=${r/"@RATIO:$k@"/"$(ratio_cell "$k")"}
+if [ ${#OTHER_ROWS[@]} -gt 0 ]; then
+  echo
+  echo "Script sinks, verification, tdhook send:"
+  echo
+  echo "| scenario | server | req/s | p50 ms | p99 ms | non-2xx | delivered/s | RSS / HWM MiB | ratios | note |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for r in "${OTHER_ROWS[@]}"; do
+    while [[ $r =~ @RATIO:([^@]*)@ ]]; do
+      k=${BASH_REMATCH[1]}
+      who=${k#*/}
+      case $who in
+        exec-stream*) rc="stream/webhook $(ratio "${RATE[$k]}" "${RPS[script/webhook]:-}") (delivered/s ÷ webhook req/s)" ;;
+        exec*) rc="exec/webhook $(ratio "${RATE[$k]}" "${RPS[script/webhook]:-}") (delivered/s ÷ webhook req/s)" ;;
+        *) rc="—" ;;
+      esac
+      r=${r/"@RATIO:$k@"/"$rc"}
+    done
+    echo "$r"
   done
-  echo "$r"
-done
+  echo
+  [ -z "${want[script]:-}" ] || echo "Script sinks: delivered/s = distinct events the script appended ÷ time from the first request to the last line; wrk stops once $delivery_events events are stored; exec runs append-record.sh per event (--exec-concurrency as shown); webhook runs the same script synchronously per request (include-command-output-in-response), the body in a file (pass-file-to-command)."
+fi
+
 echo
-echo "delivered/s: distinct events the sink's file or script appended, divided by the time from the first request to the last line (tdhook rows with unique bodies; webhook's script row counts its lines)."
-echo "Scenario 3: wrk stops once $delivery_events events are stored; exec runs append-record.sh per event (--exec-concurrency as shown); webhook runs the same script synchronously per request (include-command-output-in-response), the body in a file (pass-file-to-command)."
-echo "Scenarios 1-2: floor = bare tuned cpp-httplib (secret compare only); webhook runs its template (/bin/true, in the background, after checking x-hook-secret only); Express verifies and appends."
+echo "$machine (at the start); load average $(cut -d' ' -f1-3 /proc/loadavg) at the end; took $(($(date +%s) - started))s"
+echo "command: $command_line"
+if [ ${#FAILURES[@]} -gt 0 ]; then
+  echo
+  for f in "${FAILURES[@]}"; do echo "FAIL: $f"; done
+  exit 1
+fi
