@@ -15,7 +15,7 @@
 #include "delivery/process.hpp"
 #include "delivery/reply.hpp"
 #include "intake/server.hpp"
-#include "store/spool.hpp"
+#include "store/log/log_store.hpp"
 
 namespace tdhook::receiver {
 namespace {
@@ -58,16 +58,16 @@ int serve(const Config& config, const Logger& log) {
     std::cerr << "tdhook-receiver: " << verifier.error().detail << '\n';
     return exit_config;
   }
-  SpoolOptions spool_options;
-  spool_options.data_dir = config.data_dir;
-  spool_options.durability = config.durability;
-  spool_options.dedup_window = config.dedup_window;
-  spool_options.max_pending = config.max_pending;
-  spool_options.writer_checkpoints = true;
-  auto spool = Spool::open(spool_options);
+  LogStoreOptions store_options;
+  store_options.store.data_dir = config.data_dir;
+  store_options.store.durability = config.durability;
+  store_options.store.dedup_window = config.dedup_window;
+  store_options.store.max_pending = config.max_pending;
+  for (const auto& sink : config.sinks) store_options.store.sinks.push_back(sink.name);
+  auto spool = open_log_store(store_options, log);
   if (!spool) {
-    log.error("cannot open the spool", LogFields().add("reason", spool.error().detail));
-    std::cerr << "tdhook-receiver: cannot open the spool: " << spool.error().detail << '\n';
+    log.error("cannot open the store", LogFields().add("reason", spool.error().detail));
+    std::cerr << "tdhook-receiver: cannot open the store: " << spool.error().detail << '\n';
     return exit_runtime;
   }
   Metrics metrics;

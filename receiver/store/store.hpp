@@ -168,6 +168,8 @@ class Store {
   // False after a disk failure, until a write works again.
   virtual bool writable() const noexcept = 0;
   virtual std::uint64_t commits() const noexcept = 0;  // batches written
+  // Bytes the store holds on disk (segments), for /metrics; 0 where it cannot tell cheaply.
+  virtual std::uint64_t disk_bytes() const noexcept { return 0; }
   // Called by the writing thread between batches (`idle`: nothing written for a while).
   virtual void maintain(bool /*idle*/) noexcept {}
   // Called after each batch that stored at least one event (dispatcher wake-up).
