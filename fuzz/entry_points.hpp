@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
@@ -634,44 +635,166 @@ inline Report pattern(std::string_view input) {
   return r;
 }
 
-// 5. The receiver's configuration file: the TOML subset reader, then the whole of load_config
-// (the [receiver] and [[sink]] tables into a Config) on the same text.
+namespace oracle {
+
+// A TOML basic string (or quoted key) holding `s`: control characters escaped, the rest kept.
+inline std::string toml_quote(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20 || u == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(u));
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+// The reader's document written back as TOML, by other code than the reader's: read again, it
+// must give the same document.
+inline std::string toml_written(const receiver::TomlDocument& doc) {
+  using Kind = receiver::TomlValue::Kind;
+  std::string out;
+  for (const auto& table : doc.tables) {
+    out += table.array_element ? "[[" + toml_quote(table.name) + "]]\n"
+                               : "[" + toml_quote(table.name) + "]\n";
+    for (const auto& [key, v] : table.entries) {
+      out += toml_quote(key) + " = ";
+      if (v.kind == Kind::string) out += toml_quote(v.text);
+      if (v.kind == Kind::integer) out += std::to_string(v.integer);
+      if (v.kind == Kind::boolean) out += v.boolean ? "true" : "false";
+      if (v.kind == Kind::array) {
+        out += "[";
+        for (const auto& item : v.items) out += toml_quote(item) + ", ";
+        out += "]";
+      }
+      out += "\n";
+    }
+  }
+  return out;
+}
+
+inline bool same_toml(const receiver::TomlDocument& a, const receiver::TomlDocument& b) {
+  if (a.tables.size() != b.tables.size()) return false;
+  for (std::size_t t = 0; t < a.tables.size(); ++t) {
+    const auto &x = a.tables[t], &y = b.tables[t];
+    if (x.name != y.name || x.array_element != y.array_element ||
+        x.entries.size() != y.entries.size())
+      return false;
+    for (std::size_t e = 0; e < x.entries.size(); ++e) {
+      const auto& [xk, xv] = x.entries[e];
+      const auto& [yk, yv] = y.entries[e];
+      if (xk != yk || xv.kind != yv.kind || xv.text != yv.text || xv.integer != yv.integer ||
+          xv.boolean != yv.boolean || xv.items != yv.items)
+        return false;
+    }
+  }
+  return true;
+}
+
+// The byte offset of `column` (1-based, in UTF-8 code points, as toml++ counts) in `line`.
+inline std::size_t byte_of_column(std::string_view line, int column) {
+  int seen = 0;
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    if ((static_cast<unsigned char>(line[i]) & 0xc0) == 0x80) continue;
+    if (++seen == column) return i;
+  }
+  return std::string_view::npos;
+}
+
+// A TOML integer's text ("+1_000", "-5", "0xff", "0o17", "0b101"), read without toml++.
+inline std::optional<std::int64_t> reread_integer(std::string_view token) {
+  std::string digits;
+  for (char c : token)
+    if (c != '_') digits += c;
+  std::string_view d = digits;
+  if (d.starts_with('+')) d.remove_prefix(1);
+  int base = 10;
+  if (d.size() > 2 && d[0] == '0' && (d[1] == 'x' || d[1] == 'o' || d[1] == 'b')) {
+    base = d[1] == 'x' ? 16 : d[1] == 'o' ? 8 : 2;
+    d.remove_prefix(2);
+  }
+  std::int64_t v = 0;
+  const auto [end, ec] = std::from_chars(d.data(), d.data() + d.size(), v, base);
+  if (ec != std::errc() || end != d.data() + d.size()) return std::nullopt;
+  return v;
+}
+
+}  // namespace oracle
+
+// 5. The receiver's configuration file: the TOML reader (toml++ and the shape the receiver
+// takes), then the whole of load_config (the [receiver] and [[sink]] tables into a Config) on
+// the same text.
 inline Report config(std::string_view text) {
   using namespace oracle;
   Report r;
   const auto doc = receiver::parse_toml(text, "fuzz.toml");
   check_error(r, doc, "parse_toml", kConfigCodes);
   r.accepted = doc.ok();
+  auto lines = split(text, '\n');
+  // toml++ skips a byte order mark: columns on the first line count from after it.
+  if (lines.front().starts_with("\xef\xbb\xbf")) lines.front().remove_prefix(3);
   if (!doc.ok()) {
-    if (!doc.error().detail.starts_with("fuzz.toml:"))
-      note(r, "a TOML error does not say FILE:LINE");
+    // "fuzz.toml:LINE:COLUMN: what", LINE in the file.
+    std::string_view detail = doc.error().detail;
+    int line = 0, column = 0;
+    bool placed = detail.starts_with("fuzz.toml:");
+    if (placed) {
+      detail.remove_prefix(10);
+      auto [after_line, ec1] = std::from_chars(detail.data(), detail.data() + detail.size(), line);
+      placed =
+          ec1 == std::errc() && after_line < detail.data() + detail.size() && *after_line == ':';
+      if (placed) {
+        detail.remove_prefix(static_cast<std::size_t>(after_line + 1 - detail.data()));
+        auto [after_col, ec2] =
+            std::from_chars(detail.data(), detail.data() + detail.size(), column);
+        detail.remove_prefix(static_cast<std::size_t>(after_col - detail.data()));
+        placed = ec2 == std::errc() && detail.starts_with(": ") && detail.size() > 2;
+      }
+    }
+    if (!placed) note(r, "a TOML error does not say FILE:LINE:COLUMN: what");
+    if (placed && (line < 1 || static_cast<std::size_t>(line) > lines.size() || column < 1))
+      note(r, "a TOML error's line or column is outside the file");
     return r;
   }
-  const auto lines = split(text, '\n');
   for (const auto& table : doc->tables) {
+    if (table.line < 1 || static_cast<std::size_t>(table.line) > lines.size())
+      note(r, "a table's line number is outside the file");
     for (std::size_t i = 0; i < table.entries.size(); ++i) {
       for (std::size_t j = 0; j < i; ++j)
         if (table.entries[i].first == table.entries[j].first)
           note(r, "a TOML table kept a key twice");
-      // An integer is alone on its key's line: read it again from there, without '_' and '+'.
       const auto& value = table.entries[i].second;
-      if (value.kind != receiver::TomlValue::Kind::integer) continue;
       if (value.line < 1 || static_cast<std::size_t>(value.line) > lines.size()) {
-        note(r, "an integer's line number is outside the file");
+        note(r, "a value's line number is outside the file");
         continue;
       }
+      // An integer is on one line from its column on: read it again from there.
+      if (value.kind != receiver::TomlValue::Kind::integer) continue;
       auto line = lines[static_cast<std::size_t>(value.line) - 1];
-      line = line.substr(line.find('=') + 1);
-      line = trim_blanks(line.substr(0, std::min(line.find('#'), line.find('\r'))));
-      std::string digits;
-      for (char c : line)
-        if (c != '_' && c != '+') digits += c;
-      std::int64_t want = 0;
-      const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), want);
-      if (ec != std::errc() || end != digits.data() + digits.size() || want != value.integer)
+      const auto at = byte_of_column(line, value.column);
+      if (at == std::string_view::npos) {
+        note(r, "an integer's column is outside its line");
+        continue;
+      }
+      line.remove_prefix(at);
+      std::size_t n = 0;
+      while (n < line.size() && (std::isalnum(static_cast<unsigned char>(line[n])) != 0 ||
+                                 line[n] == '_' || line[n] == '+' || line[n] == '-'))
+        ++n;
+      if (reread_integer(line.substr(0, n)) != value.integer)
         note(r, "a TOML integer was read as another number");
     }
   }
+  const auto again = receiver::parse_toml(toml_written(*doc), "fuzz.toml");
+  if (!again.ok() || !same_toml(*doc, *again))
+    note(r, "the TOML document written back reads differently");
   static MemoryFile file;
   if (!file.write(text)) {
     note(r, "cannot write the memory file");

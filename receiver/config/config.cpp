@@ -362,6 +362,11 @@ Result<SinkConfig> sink_from_table(const TomlDocument& doc, const TomlTable& tab
   for (const auto& [key, value] : table.entries) {
     const auto s = from_toml(doc, key, value);
     if (key == "spec") continue;
+    // These read s.value(), the first item: an array (maybe empty) is refused here, as
+    // read_file_settings does for [receiver].
+    const bool scalar = key == "name" || key == "file_max_bytes" || key == "exec_timeout" ||
+                        key == "exec_concurrency" || key == "retry_max" || key == "retry_base";
+    if (scalar && value.kind == TomlValue::Kind::array) return bad(s, "expected a single value");
     if (key == "name") {
       sink->name = s.value();
       continue;
