@@ -13,6 +13,7 @@
 // Keys and secrets are the test fixtures' (tests/fixtures/keys, verify-vectors.json), read from
 // TDHOOK_SOURCE_DIR, so that seeds signed with them reach every check of the verifier.
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -39,6 +40,7 @@
 #include "http_request.hpp"
 #include "jws.hpp"
 #include "jws_sign.hpp"
+#include "store/log/segment.hpp"
 #include "tdhook/event.hpp"
 #include "tdhook/models.hpp"
 #include "tdhook/pattern.hpp"
@@ -885,6 +887,127 @@ inline Report http_server(std::string_view input) {
       (status_pieces != ChunkedDecoder::Status::error ||
        whole.error().status != pieces.error().status))
     note(r, "a chunked body refused whole but not in pieces");
+  return r;
+}
+
+// 7. The event log's entry framing (receiver/store/log/segment.hpp): the input is a segment
+// file's bytes, scanned as recovery scans them (scan_buffer, the loop scan_segment runs over its
+// reads), with and without records, and through a real file descriptor.
+inline Report segment(std::string_view input) {
+  using namespace oracle;
+  namespace lg = receiver::log;
+  Report r;
+  struct Seen {
+    lg::Entry entry;
+    std::uint64_t offset;
+    std::uint32_t size;
+  };
+  const auto scan = [](std::string_view bytes, bool with_record, std::vector<Seen>& seen) {
+    return lg::scan_buffer(bytes, with_record,
+                           [&seen](lg::Entry&& e, std::uint64_t offset, std::uint32_t size) {
+                             seen.push_back({std::move(e), offset, size});
+                           });
+  };
+  std::vector<Seen> full;
+  const lg::ScanReport report = scan(input, true, full);
+  r.accepted = !full.empty();
+  if (report.file_size != input.size()) note(r, "file_size is not the input's size");
+  if (report.valid_end > input.size()) note(r, "valid_end is past the end");
+  if (report.entries != full.size()) note(r, "entries is not the number of entries reported");
+  if (report.torn_tail != (report.valid_end < input.size()))
+    note(r, "torn_tail disagrees with valid_end");
+
+  // Entries and damage tile [0, valid_end) in order: each damage stretch ends where an entry
+  // starts, and every entry re-encodes to exactly its bytes.
+  std::uint64_t end = 0;
+  std::size_t next_damage = 0;
+  std::string encoded;
+  for (const auto& s : full) {
+    if (next_damage < report.damage.size() && report.damage[next_damage].offset == end) {
+      const auto& d = report.damage[next_damage++];
+      if (d.length == 0 || d.why.empty()) note(r, "an empty or unexplained damage stretch");
+      end += d.length;
+    }
+    if (s.offset != end) {
+      note(r, "entries and damage do not tile the valid part");
+      break;
+    }
+    if (s.size > input.size() - s.offset) {
+      note(r, "an entry runs past the end");
+      break;
+    }
+    const auto bytes = input.substr(static_cast<std::size_t>(s.offset), s.size);
+    encoded.clear();
+    lg::encode_entry(s.entry, encoded);
+    if (encoded != bytes) note(r, "an entry does not re-encode to its bytes");
+    if (lg::encoded_size(s.entry) != s.size) note(r, "encoded_size is not the entry's size");
+    end = s.offset + s.size;
+  }
+  if (next_damage != report.damage.size()) note(r, "damage not followed by an entry");
+  if (end != report.valid_end) note(r, "valid_end is not the end of the last entry");
+
+  lg::Entry first;
+  const auto d = lg::decode_entry(input, first);
+  const bool first_ok = !full.empty() && full.front().offset == 0;
+  if ((d.status == lg::DecodeStatus::ok) != first_ok ||
+      (first_ok && (d.size != full.front().size || !(first == full.front().entry))))
+    note(r, "decode_entry and the scan read the first entry differently");
+  if (d.status != lg::DecodeStatus::ok && d.why.empty()) note(r, "a refusal without a why");
+
+  // Header-only: the same entries, without records.
+  std::vector<Seen> headers;
+  const auto header_report = scan(input, false, headers);
+  bool same = headers.size() == full.size() && header_report.valid_end == report.valid_end &&
+              header_report.damage.size() == report.damage.size();
+  for (std::size_t i = 0; same && i < headers.size(); ++i) {
+    auto want = full[i].entry;
+    want.record.clear();
+    same = headers[i].offset == full[i].offset && headers[i].size == full[i].size &&
+           headers[i].entry == want;
+  }
+  if (!same) note(r, "with_record=false reads other entries");
+
+  // Cut at valid_end (what the store does to a torn tail): the same entries, nothing torn.
+  if (report.torn_tail) {
+    std::vector<Seen> cut;
+    const auto cut_report =
+        scan(input.substr(0, static_cast<std::size_t>(report.valid_end)), true, cut);
+    if (cut_report.torn_tail || cut.size() != full.size() ||
+        cut_report.damage.size() != report.damage.size())
+      note(r, "the valid part alone scans differently");
+  }
+
+  // The same bytes as a file: scan_segment and read_entry agree with the scan in memory.
+  static MemoryFile file;
+  if (!file.write(input)) {
+    note(r, "cannot write the memory file");
+    return r;
+  }
+  std::size_t n = 0;
+  bool file_same = true;
+  const auto on_disk = lg::scan_segment(
+      file.path(), true, [&](lg::Entry&& e, std::uint64_t offset, std::uint32_t size) {
+        file_same = file_same && n < full.size() && full[n].offset == offset &&
+                    full[n].size == size && full[n].entry == e;
+        ++n;
+      });
+  if (!on_disk.ok() || !file_same || n != full.size() || on_disk->valid_end != report.valid_end ||
+      on_disk->torn_tail != report.torn_tail)
+    note(r, "scan_segment reads the file differently from scan_buffer");
+  const int fd = ::open(file.path().c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    for (const auto& s : full) {
+      const auto e = lg::read_entry(fd, s.offset, s.size);
+      if (!e.ok() || !(*e == s.entry)) note(r, "read_entry does not read a scanned entry");
+    }
+    // An offset inside an entry is refused with its offset named, or reads another whole entry.
+    if (!full.empty()) {
+      const auto e = lg::read_entry(fd, full.front().offset + 1, full.front().size);
+      if (!e.ok() && e.error().detail.find("offset") == std::string::npos)
+        note(r, "read_entry's error does not name the offset");
+    }
+    ::close(fd);
+  }
   return r;
 }
 

@@ -11,6 +11,8 @@
 //                 signed sample sent plainly and chunked
 //   pattern       the sample event names under a few pattern sets
 //   config        samples/config/*.toml
+//   segment       every sample as an event log entry, and segments of three entries whole,
+//                 torn, damaged and with garbage between
 // The hand-made seeds are files in fuzz/corpus/<target>/.
 
 #include <algorithm>
@@ -28,7 +30,7 @@
 namespace tdhook::fuzz {
 
 struct Seed {
-  std::string target;  // envelope, jws, http_request, pattern, config, http_server
+  std::string target;  // envelope, jws, http_request, pattern, config, http_server, segment
   std::string name;    // a file name
   std::string content;
 };
@@ -180,6 +182,48 @@ inline std::vector<Seed> derive_seeds(const std::filesystem::path& src) {
   for (std::size_t k = 0; k < before; ++k) {
     if (out[k].target == "http_request")
       out.push_back({"http_server", out[k].name, out[k].content});
+  }
+
+  // The event log: each sample stored as an entry, and a few segments of three of them whole,
+  // torn, damaged in the middle and with garbage between, so that the fuzzer starts from real
+  // framing and CRCs.
+  namespace lg = receiver::log;
+  const auto text_of = [](const json& object, const char* key) {
+    const auto it = object.is_object() ? object.find(key) : object.end();
+    return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  std::vector<std::string> entries;
+  for (const auto& path : files_in(src / "samples/events", ".json")) {
+    const json sample = json::parse(slurp(path), nullptr, false);
+    if (!sample.is_object()) continue;
+    const json hook = sample.value("hook", json::object());
+    lg::Entry e;
+    e.seq = entries.size() + 1;
+    e.received_at_ms = kNowMs;
+    e.timestamp_ms = kNowMs - 1500;
+    e.delivery_id = "d-" + std::to_string(e.seq);
+    e.dedup_key = "k-" + path.stem().string();
+    e.event = text_of(hook, "event");
+    e.project_id = text_of(hook, "id_project");
+    e.subscription_id = text_of(hook, "_id");
+    for (std::uint64_t s = 0; s < e.seq % 3; ++s) e.sinks.push_back("sink-" + std::to_string(s));
+    e.record = sample.dump();
+    std::string bytes;
+    lg::encode_entry(e, bytes);
+    out.push_back({"segment", "entry-" + path.stem().string(), bytes});
+    entries.push_back(std::move(bytes));
+  }
+  std::string empty;
+  lg::encode_entry(lg::Entry{}, empty);
+  out.push_back({"segment", "entry-empty", empty});
+  if (entries.size() >= 3) {
+    const std::string three = entries[0] + entries[1] + entries[2];
+    out.push_back({"segment", "three", three});
+    out.push_back({"segment", "torn", three.substr(0, three.size() - entries[2].size() / 2)});
+    std::string damaged = three;
+    damaged[entries[0].size() + entries[1].size() / 2] ^= 0x20;
+    out.push_back({"segment", "damaged", damaged});
+    out.push_back({"segment", "garbage-between", entries[0] + "TDH1junk" + empty + entries[1]});
   }
   return out;
 }

@@ -28,7 +28,8 @@ const std::map<std::string, Entry>& entries() {
                                                    {"http_request", tdhook::fuzz::http_request},
                                                    {"pattern", tdhook::fuzz::pattern},
                                                    {"config", tdhook::fuzz::config},
-                                                   {"http_server", tdhook::fuzz::http_server}};
+                                                   {"http_server", tdhook::fuzz::http_server},
+                                                   {"segment", tdhook::fuzz::segment}};
   return all;
 }
 
@@ -109,6 +110,12 @@ TEST_SUITE("fuzz regressions") {
     CHECK(t.inputs >= 30);
     CHECK(t.accepted >= 25);
     CHECK(t.accepted < t.inputs);  // the garbage_* fixtures
+  }
+
+  TEST_CASE("the segment target's seeds scan as the event log's recovery reads them") {
+    const Tally t = run_seeds("segment");
+    CHECK(t.inputs >= 30);
+    CHECK(t.accepted >= 30);  // every seed holds at least one whole entry
   }
 
   TEST_CASE("the pattern target's seeds match as pattern.hpp's rules say") {
