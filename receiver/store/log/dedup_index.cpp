@@ -92,12 +92,9 @@ std::optional<std::uint64_t> DedupIndex::find(const KeyHash& key, std::int64_t n
     const std::uint32_t slot = slots_[i];
     if (slot == kEmpty) return std::nullopt;
     const std::uint64_t seq = seq_of_slot(slot);
-    if (keys_[seq - first_seq_] == key) {
-      // Its block's newest time bounds its own from above: a key still in the index whose
-      // block is within the window counts, as the old spool counted a key within the window.
-      const std::int64_t newest = block_newest_[(seq - first_seq_) / kBlock];
-      if (newest >= now_ms - window_ms_) return seq;
-      return std::nullopt;
+    // An older occurrence past the window is no match; a newer one of the same key may follow.
+    if (keys_[seq - first_seq_] == key && times_[seq - first_seq_] >= now_ms - window_ms_) {
+      return seq;
     }
   }
 }
@@ -111,9 +108,11 @@ void DedupIndex::add(std::uint64_t seq, const KeyHash& key, std::int64_t receive
   while (next_seq() < seq) {     // a gap: placeholders, never in the table
     if (keys_.size() % kBlock == 0) block_newest_.push_back(received_at_ms);
     keys_.push_back(KeyHash{});
+    times_.push_back(received_at_ms);
   }
   if (keys_.size() % kBlock == 0) block_newest_.push_back(received_at_ms);
   keys_.push_back(key);
+  times_.push_back(received_at_ms);
   auto& newest = block_newest_.back();
   if (received_at_ms > newest) newest = received_at_ms;
   if ((used_ + 1) * 2 > slots_.size()) grow();
@@ -164,6 +163,7 @@ void DedupIndex::expire(std::int64_t now_ms) {
       if (!(keys_[i] == KeyHash{})) erase_slot(first_seq_ + i);
     }
     keys_.erase(keys_.begin(), keys_.begin() + kBlock);
+    times_.erase(times_.begin(), times_.begin() + kBlock);
     block_newest_.pop_front();
     first_seq_ += kBlock;
   }

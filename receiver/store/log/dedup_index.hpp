@@ -1,12 +1,13 @@
 #pragma once
 // The de-duplication keys of the events in the log, in memory: which stored event, if any, a new
-// event repeats. A key is kept as a 128-bit hash (MurmurHash3 x64/128 of the key text), 16 bytes
-// in a queue in sequence order plus 8 bytes of table; the sequence number is the key's place in
-// the queue, so it costs nothing to store. Keys leave the index in whole blocks of 1 024 once the
-// newest key of a block is older than the window; the index is rebuilt at start from the
+// event repeats. A key is kept as a 128-bit hash (MurmurHash3 x64/128 of the key text) and its
+// receive time, 24 bytes in a queue in sequence order, plus 8 bytes of table; the sequence number
+// is the key's place in the queue, so it costs nothing to store. Keys leave the index in whole
+// blocks of 1 024 once the newest key of a block is older than the window (a key older than the
+// window is never a match, even while its block stays); the index is rebuilt at start from the
 // segments that the window still needs.
 //
-// At 24 bytes a key, a day's window of 1 M events costs 24 MiB.
+// At 32 bytes a key, a day's window of 1 M events costs 32 MiB.
 //
 // Not thread-safe: the store holds its lock around every call.
 
@@ -57,6 +58,7 @@ class DedupIndex {
   bool started_ = false;
   std::uint64_t first_seq_ = 0;
   std::deque<KeyHash> keys_;               // keys_[i] is the key of seq first_seq_ + i
+  std::deque<std::int64_t> times_;         // and its receive time
   std::deque<std::int64_t> block_newest_;  // newest received_at of each block of kBlock keys
   std::vector<std::uint32_t> slots_;       // open addressing, linear probing: low 32 bits of seq
   std::size_t used_ = 0;

@@ -103,8 +103,19 @@ Result<std::vector<DeliveryInfo>> LogStore::list(const ListFilter& filter) {
     for (auto& [first, seg] : segments_) {
       for (std::uint64_t seq = seg.first_seq; seq < seg.end_seq() && from_log < limit; ++seq) {
         const std::size_t i = seq - seg.first_seq;
-        if (seg.offset[i] == kMissing || seg.mask[i] == 0) continue;
+        if (seg.offset[i] == kMissing) continue;
         EntryPtr entry;
+        if (seg.mask[i] == 0 && !filter.sink) {
+          // An event for no sink: stored, and delivered to nobody at once.
+          auto read = entry_at(seq);
+          if (!read) return std::move(read).error();
+          auto info = info_of(nullptr, "", **read);
+          if (wanted(info)) {
+            rows.push_back(Row{seq, std::move(info)});
+            ++from_log;
+          }
+          continue;
+        }
         for (const auto& s : sinks_) {
           if ((seg.mask[i] & s.bit) == 0 || dead_keys.count({s.name, seq}) != 0) continue;
           if (filter.sink && s.name != *filter.sink) continue;
@@ -162,7 +173,8 @@ Result<Details> LogStore::show_locked(const std::string& delivery_id) {
     // every segment for an id of another form.
     const auto t = uuid7_time(delivery_id);
     constexpr std::int64_t slack = 60 * 1000;
-    for (auto& [first, seg] : segments_) {
+    for (auto& item : segments_) {
+      SegmentIndex& seg = item.second;  // not a structured binding: captured below
       if (entry) break;
       if (t && (*t < seg.oldest_received - slack || *t > seg.newest_received + slack)) continue;
       auto scanned = scan_segment(seg.path, false, [&](Entry&& e, std::uint64_t, std::uint32_t) {
@@ -234,8 +246,7 @@ Result<StoreCounts> LogStore::counts(const std::optional<std::string>& sink) {
   return c;
 }
 
-Result<std::int64_t> LogStore::retry(const std::optional<std::string>& delivery_id,
-                                     bool all_dead) {
+Result<std::int64_t> LogStore::retry(const std::optional<std::string>& delivery_id, bool all_dead) {
   if (!delivery_id && !all_dead) {
     return Error{ErrorCode::invalid_input, "retry needs a delivery id or all dead deliveries"};
   }

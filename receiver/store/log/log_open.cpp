@@ -27,6 +27,16 @@ bool is_store_busy(const Error& error) noexcept {
   return error.code == ErrorCode::invalid_input && error.detail.starts_with(kBusy);
 }
 
+Result<std::vector<std::string>> stored_sink_names(const std::filesystem::path& data_dir) {
+  const auto path = data_dir / "state.db";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return std::vector<std::string>();
+  bool existed = false;
+  auto state = log::StateDb::open(path, existed);
+  if (!state) return std::move(state).error();
+  return (*state)->sink_names();
+}
+
 Result<std::unique_ptr<Store>> open_log_store(const LogStoreOptions& options, const Logger& log) {
   if (options.store.sinks.size() > log::kMaxSinks) {
     return Error{ErrorCode::invalid_config,
@@ -50,8 +60,9 @@ Status LogStore::lock_data_dir() {
     if (errno == EINTR) continue;
     if (errno == EWOULDBLOCK) {
       return Error{ErrorCode::invalid_input,
-                   std::string(kBusy) + "another process (a running tdhook-receiver?) has the "
-                                        "store in " +
+                   std::string(kBusy) +
+                       "another process (a running tdhook-receiver?) has the "
+                       "store in " +
                        options_.store.data_dir.string() + " open"};
     }
     return io_error("cannot lock " + path.string(), errno);
@@ -63,8 +74,7 @@ Status LogStore::open() {
   std::error_code ec;
   std::filesystem::create_directories(dir_, ec);
   if (ec) {
-    return Error{ErrorCode::invalid_input,
-                 "cannot create " + dir_.string() + ": " + ec.message()};
+    return Error{ErrorCode::invalid_input, "cannot create " + dir_.string() + ": " + ec.message()};
   }
   if (auto locked = lock_data_dir(); !locked) return locked;
   for (std::size_t i = 0; i < options_.store.sinks.size(); ++i) {
@@ -113,24 +123,25 @@ Status LogStore::recover_segments(bool& any) {
     idx.first_seq = first;
     idx.path = path;
     std::uint64_t out_of_order = 0;
-    auto report = scan_segment(path, false, [&](Entry&& e, std::uint64_t offset, std::uint32_t size) {
-      const std::uint64_t expected = idx.end_seq();
-      if (e.seq < expected) {
-        ++out_of_order;  // a stale copy of an earlier entry: never a new event
-        return;
-      }
-      while (idx.end_seq() < e.seq) {
-        idx.offset.push_back(kMissing);
-        idx.size.push_back(0);
-        idx.mask.push_back(0);
-      }
-      idx.offset.push_back(static_cast<std::uint32_t>(offset));
-      idx.size.push_back(size);
-      idx.mask.push_back(mask_of(e.sinks));
-      idx.newest_received = std::max(idx.newest_received, e.received_at_ms);
-      idx.oldest_received = std::min(idx.oldest_received, e.received_at_ms);
-      dedup_.add(e.seq, hash_key(e.dedup_key), e.received_at_ms);
-    });
+    auto report =
+        scan_segment(path, false, [&](Entry&& e, std::uint64_t offset, std::uint32_t size) {
+          const std::uint64_t expected = idx.end_seq();
+          if (e.seq < expected) {
+            ++out_of_order;  // a stale copy of an earlier entry: never a new event
+            return;
+          }
+          while (idx.end_seq() < e.seq) {
+            idx.offset.push_back(kMissing);
+            idx.size.push_back(0);
+            idx.mask.push_back(0);
+          }
+          idx.offset.push_back(static_cast<std::uint32_t>(offset));
+          idx.size.push_back(size);
+          idx.mask.push_back(mask_of(e.sinks));
+          idx.newest_received = std::max(idx.newest_received, e.received_at_ms);
+          idx.oldest_received = std::min(idx.oldest_received, e.received_at_ms);
+          dedup_.add(e.seq, hash_key(e.dedup_key), e.received_at_ms);
+        });
     if (!report) return std::move(report).error();
     for (const auto& d : report->damage) {
       log_.error("log: damaged entry skipped (its event is lost; every whole entry is kept)",
@@ -142,17 +153,20 @@ Status LogStore::recover_segments(bool& any) {
     }
     if (out_of_order > 0) {
       log_.error("log: entries out of sequence skipped",
-                 LogFields().add("file", path.string()).add("count", static_cast<std::int64_t>(out_of_order)));
+                 LogFields()
+                     .add("file", path.string())
+                     .add("count", static_cast<std::int64_t>(out_of_order)));
     }
     if (report->torn_tail) {
       const auto cut = static_cast<std::int64_t>(report->file_size - report->valid_end);
       if (last && !options_.for_inspection) {
-        log_.warn("log: torn tail cut at the last whole entry (a write the process did not "
-                  "finish; never answered 200)",
-                  LogFields()
-                      .add("file", path.string())
-                      .add("offset", static_cast<std::int64_t>(report->valid_end))
-                      .add("bytes", cut));
+        log_.warn(
+            "log: torn tail cut at the last whole entry (a write the process did not "
+            "finish; never answered 200)",
+            LogFields()
+                .add("file", path.string())
+                .add("offset", static_cast<std::int64_t>(report->valid_end))
+                .add("bytes", cut));
         if (auto cut_ok = truncate_file(path, report->valid_end); !cut_ok) return cut_ok;
       } else {
         log_.error("log: segment ends in a partial entry",

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "store/log/log_store_impl.hpp"
@@ -19,9 +20,7 @@ struct KeyHashHasher {
   std::size_t operator()(const KeyHash& k) const noexcept { return k.a ^ (k.b * 31); }
 };
 
-PutResult put_failed(std::string why) {
-  return PutResult{PutOutcome::failed, {}, std::move(why)};
-}
+PutResult put_failed(std::string why) { return PutResult{PutOutcome::failed, {}, std::move(why)}; }
 
 // A retained event counts for every sink it is due to; an event for no sink waits for nothing.
 constexpr std::int64_t kUpkeepEveryMs = 1000;
@@ -99,10 +98,12 @@ Result<EntryPtr> LogStore::entry_at(std::uint64_t seq) {
   return EntryPtr(std::make_shared<const Entry>(std::move(*entry)));
 }
 
+// Deliveries waiting, summed over the sinks: the number of events waiting when there is one
+// sink, and an upper bound of it otherwise (what --max-pending bounds).
 std::int64_t LogStore::pending_locked() const noexcept {
-  std::int64_t most = 0;
-  for (const auto& s : sinks_) most = std::max(most, s.pending());
-  return most;
+  std::int64_t total = 0;
+  for (const auto& s : sinks_) total += s.pending();
+  return total;
 }
 
 std::int64_t LogStore::pending_total() const noexcept { return pending_cache_.load(); }
@@ -146,21 +147,23 @@ Status LogStore::roll_segment(std::uint64_t first_seq) {
 std::vector<PutResult> LogStore::put_batch(std::vector<NewEvent> events) {
   std::lock_guard write_lock(write_mu_);
   std::vector<PutResult> results(events.size());
-  const std::int64_t now = now_ms();
   std::vector<KeyHash> keys(events.size());
   std::vector<std::size_t> to_store;
   std::vector<std::pair<std::size_t, std::size_t>> repeats;  // (event, earlier event in batch)
   std::uint64_t first_seq = 0;
   {
     std::lock_guard lock(mu_);
-    dedup_.expire(now);
+    // The window is judged on each event's own receive time (now, in the receiver).
+    std::int64_t newest = 0;
+    for (const auto& e : events) newest = std::max(newest, e.received_at_ms);
+    dedup_.expire(newest);
     std::unordered_map<KeyHash, std::size_t, KeyHashHasher> in_batch;
     const std::int64_t room =
         static_cast<std::int64_t>(options_.store.max_pending) - pending_locked();
     std::int64_t taken = 0;
     for (std::size_t i = 0; i < events.size(); ++i) {
       keys[i] = hash_key(events[i].dedup_key);
-      if (auto seq = dedup_.find(keys[i], now)) {
+      if (auto seq = dedup_.find(keys[i], events[i].received_at_ms)) {
         auto first = entry_at(*seq);
         results[i] = PutResult{PutOutcome::duplicate, first ? (*first)->delivery_id : "", {}};
         continue;
@@ -169,12 +172,12 @@ std::vector<PutResult> LogStore::put_batch(std::vector<NewEvent> events) {
         repeats.emplace_back(i, it->second);
         continue;
       }
-      const bool waits = mask_of(events[i].sinks) != 0;
-      if (waits && taken >= room && !importing_) {
+      const std::int64_t waits = std::popcount(mask_of(events[i].sinks));
+      if (waits > 0 && taken + waits > room && !importing_) {
         results[i] = PutResult{PutOutcome::full, {}, "max pending reached"};
         continue;
       }
-      taken += waits ? 1 : 0;
+      taken += waits;
       in_batch.emplace(keys[i], i);
       to_store.push_back(i);
     }
@@ -528,8 +531,8 @@ void LogStore::remove_segments(std::int64_t now_ms, std::int64_t older_than_ms, 
       break;
     }
     if (removed != nullptr) {
-      *removed += static_cast<std::int64_t>(
-          std::count_if(seg.offset.begin(), seg.offset.end(), [](auto o) { return o != kMissing; }));
+      *removed += static_cast<std::int64_t>(std::count_if(seg.offset.begin(), seg.offset.end(),
+                                                          [](auto o) { return o != kMissing; }));
     }
     log_.debug("log: segment removed", LogFields().add("file", seg.path.string()));
     disk_bytes_.fetch_sub(std::min(disk_bytes_.load(), seg.bytes));

@@ -16,7 +16,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "base/log.hpp"
 #include "store/store.hpp"
@@ -38,5 +41,10 @@ Result<std::unique_ptr<Store>> open_log_store(const LogStoreOptions& options, co
 
 // True for open_log_store()'s error when another process (a running receiver) holds the store.
 bool is_store_busy(const Error& error) noexcept;
+
+// The names of the sinks that state.db in `data_dir` knows (StateDb::sink_names()); none when
+// there is no state.db. For `tdhook spool`, which opens the store without the receiver's
+// configuration: a sink the store is not opened with shows none of its deliveries.
+Result<std::vector<std::string>> stored_sink_names(const std::filesystem::path& data_dir);
 
 }  // namespace tdhook::receiver

@@ -129,6 +129,18 @@ Result<std::uint64_t> StateDb::max_seq() {
   return static_cast<std::uint64_t>(q.integer(0));
 }
 
+Result<std::vector<std::string>> StateDb::sink_names() {
+  TDHOOK_PREPARE(s,
+                 "SELECT sink FROM cursors UNION SELECT sink FROM settled UNION SELECT sink FROM "
+                 "parked ORDER BY 1");
+  Query q(*s);
+  std::vector<std::string> out;
+  int rc = 0;
+  while ((rc = q.step()) == SQLITE_ROW) out.push_back(q.text(0));
+  if (rc != SQLITE_DONE) return failure(db_.last_failure(rc));
+  return out;
+}
+
 Status StateDb::apply(const StateChange& c) {
   if (c.empty()) return Ok{};
   SqlFailure f;
@@ -146,13 +158,18 @@ Status StateDb::apply(const StateChange& c) {
   };
   const auto seq_arg = [](std::uint64_t seq) { return static_cast<std::int64_t>(seq); };
   bool ok = true;
-  for (const auto& [sink, seq] : c.cursors) {
+  // Plain references, not structured bindings: clang 14 cannot capture those in a lambda.
+  for (const auto& cursor : c.cursors) {
+    const std::string& sink = cursor.first;
+    const std::uint64_t seq = cursor.second;
     ok = ok && run("INSERT OR REPLACE INTO cursors(sink, seq) VALUES(?1, ?2)",
                    [&](Query& q) { q.bind(1, sink).bind(2, seq_arg(seq)); });
     ok = ok && run("DELETE FROM settled WHERE sink=?1 AND seq<?2",
                    [&](Query& q) { q.bind(1, sink).bind(2, seq_arg(seq)); });
   }
-  for (const auto& [sink, seq] : c.settled) {
+  for (const auto& settled : c.settled) {
+    const std::string& sink = settled.first;
+    const std::uint64_t seq = settled.second;
     ok = ok && run("INSERT OR IGNORE INTO settled(sink, seq) VALUES(?1, ?2)",
                    [&](Query& q) { q.bind(1, sink).bind(2, seq_arg(seq)); });
   }

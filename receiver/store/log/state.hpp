@@ -79,6 +79,9 @@ class StateDb {
   // event look settled.
   Result<std::uint64_t> max_seq();
   Status apply(const StateChange& change);
+  // Every sink that has a row here (a cursor, a settled event, a waiting or dead delivery):
+  // what `tdhook spool` opens the store with when it has no configuration to read them from.
+  Result<std::vector<std::string>> sink_names();
 
   Result<std::vector<Parked>> dead(const std::optional<std::string>& sink, std::size_t limit);
   Result<std::vector<Parked>> dead_of(const std::string& delivery_id);
