@@ -540,11 +540,49 @@ inline Report jws(std::string_view input) {
   return r;
 }
 
-// 3. The raw HTTP request reader of `tdhook verify` (and the response-head and chunked readers
-// of the sender), then the verification `tdhook verify` does with what it read.
+namespace oracle {
+
+struct Decoded {
+  receiver::ChunkedDecoder::Status status = receiver::ChunkedDecoder::Status::more;
+  std::string body;
+  std::size_t used = 0;
+};
+
+// `body` through a ChunkedDecoder whole and fed a byte at a time, which must read the same.
+// Returns the whole reading.
+inline Decoded check_chunked_pieces(Report& r, std::string_view body, receiver::Syntax syntax,
+                                    std::uint64_t max_body = 64 * 1024) {
+  using receiver::ChunkedDecoder;
+  ChunkedDecoder whole(max_body, syntax), pieces(max_body, syntax);
+  Decoded a;
+  std::string b;
+  a.status = whole.feed(body, a.body, a.used);
+  auto status_pieces = ChunkedDecoder::Status::more;
+  std::size_t pos = 0;
+  while (pos < body.size() && status_pieces == ChunkedDecoder::Status::more) {
+    std::size_t used = 0;
+    status_pieces = pieces.feed(body.substr(pos, 1), b, used);
+    if (used == 0) break;
+    pos += used;
+  }
+  if (a.used > body.size() || a.body.size() > max_body) note(r, "chunked: out of bounds");
+  if (a.status == ChunkedDecoder::Status::done &&
+      (status_pieces != ChunkedDecoder::Status::done || a.body != b || a.used != pos))
+    note(r, "a chunked body reads differently fed a byte at a time");
+  if (a.status == ChunkedDecoder::Status::error &&
+      (status_pieces != ChunkedDecoder::Status::error ||
+       whole.error().status != pieces.error().status))
+    note(r, "a chunked body refused whole but not in pieces");
+  return a;
+}
+
+}  // namespace oracle
+
+// 3. The raw HTTP request reader of `tdhook verify` (receiver/http's lenient syntax; and the
+// response-head and chunked readers of the sender), then the verification `tdhook verify` does
+// with what it read.
 inline Report http_request(std::string_view text) {
   using namespace oracle;
-  using tdhook::tools::find_header;
   Report r;
   const auto req = tools::parse_raw_request(text);
   check_error(r, req, "parse_raw_request", kInputCodes);
@@ -553,17 +591,19 @@ inline Report http_request(std::string_view text) {
     if (req.error().detail.find(kSecret) != std::string::npos)
       note(r, "a parse error quotes the secret");
   } else {
-    if (req->method.empty() || req->target.empty() || !req->version.starts_with("HTTP/"))
-      note(r, "an accepted request line lacks a method, a target or a version");
-    for (const auto& [name, value] : req->headers)
+    const auto& head = req->head;
+    if (head.method.empty() || head.target.empty() || head.minor_version < 0 ||
+        head.minor_version > 9)
+      note(r, "an accepted request line lacks a method or a target, or has a bad version");
+    for (const auto& [name, value] : head.fields)
       if (name.empty() || name.find(':') != std::string::npos)
         note(r, "an accepted header has an invalid name");
     if (req->body.size() > text.size()) note(r, "the body is longer than the request");
-    const auto length = find_header(req->headers, "content-length");
-    if (length && !find_header(req->headers, "transfer-encoding") &&
+    const auto* length = head.find("content-length");
+    if (length && !head.find("transfer-encoding") &&
         req->body.size() != std::stoull(std::string(*length)))
       note(r, "the body is not Content-Length bytes");
-    auto event = verifiers().both.verify(req->headers, req->body);
+    auto event = verifiers().both.verify(head.fields, req->body);
     check_error(r, event, "verify", kVerifyCodes);
     if (event.ok()) {
       // What `tdhook verify` prints (verify_cmd.cpp): must not throw on any bytes.
@@ -576,21 +616,16 @@ inline Report http_request(std::string_view text) {
       (void)line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     }
   }
-  if (const auto head_end = tools::find_head_end(text)) {
-    if (*head_end > text.size()) note(r, "find_head_end is past the text");
-    const auto head = tools::parse_response_head(text.substr(0, *head_end));
-    check_error(r, head, "parse_response_head", kInputCodes);
-    if (head.ok() && (head->status < 0 || head->status > 999)) note(r, "status out of range");
-  }
-  std::size_t consumed = 0;
-  const auto chunked = tools::decode_chunked(text, &consumed);
-  check_error(r, chunked, "decode_chunked", kInputCodes);
-  if (chunked.ok() && (consumed > text.size() || chunked->size() > text.size()))
-    note(r, "decode_chunked consumed more than it was given");
-  const auto lenient = tools::decode_chunked(text);
-  check_error(r, lenient, "decode_chunked", kInputCodes);
-  if (chunked.ok() && (!lenient.ok() || *lenient != *chunked))
-    note(r, "decode_chunked reads a complete body differently without `consumed`");
+  // The same text as the head of a response, as the sender reads it, and as a chunked body.
+  receiver::HttpResponseHead response;
+  const auto parsed = receiver::parse_response_head(text, {}, response);
+  if (parsed.state == receiver::HeadParse::State::complete &&
+      (parsed.consumed > text.size() || response.status < 0 || response.status > 999))
+    note(r, "a response head past the text, or its status out of range");
+  if (parsed.state == receiver::HeadParse::State::error &&
+      (parsed.error.reason.empty() || parsed.error.detail.empty()))
+    note(r, "a response refused without a reason");
+  check_chunked_pieces(r, text, receiver::Syntax::lenient);
   return r;
 }
 
@@ -832,9 +867,10 @@ inline Report config(std::string_view text) {
   return r;
 }
 
-// 6. The receiver's own HTTP/1.1 parser (receiver/http_parser.hpp), which faces the network:
-// the request head, whole and cut one byte short; then the rest as a chunked body, fed whole
-// and fed a byte at a time, which must read the same.
+// 6. The receiver's own HTTP/1.1 parser (receiver/http/http_parser.hpp, strict), which faces the
+// network: the request head, whole and cut one byte short; then the rest as a chunked body, fed
+// whole and fed a byte at a time, which must read the same. Whatever strict accepts, lenient
+// (`tdhook verify`'s syntax) must accept and read the same way.
 inline Report http_server(std::string_view input) {
   using namespace oracle;
   using receiver::ChunkedDecoder;
@@ -861,32 +897,27 @@ inline Report http_server(std::string_view input) {
     if (receiver::parse_request_head(input.substr(0, parsed.consumed - 1), limits, shorter).state ==
         HeadParse::State::complete)
       note(r, "a head complete one byte before its end");
+    receiver::HttpRequestHead loose;
+    const auto relaxed =
+        receiver::parse_request_head(input, limits, loose, receiver::Syntax::lenient);
+    if (relaxed.state != HeadParse::State::complete || relaxed.consumed != parsed.consumed ||
+        loose.method != head.method || loose.target != head.target ||
+        loose.minor_version != head.minor_version || loose.fields != head.fields ||
+        loose.chunked != head.chunked || loose.content_length != head.content_length ||
+        loose.expect_continue != head.expect_continue || loose.keep_alive != head.keep_alive)
+      note(r, "a head the strict syntax reads, the lenient one reads differently");
   } else if (parsed.state == HeadParse::State::error) {
     if (parsed.error.status < 400 || parsed.error.status > 505 || parsed.error.reason.empty())
       note(r, "a refusal without a 4xx/5xx status and a reason");
   }
   const auto body =
       parsed.state == HeadParse::State::complete ? input.substr(parsed.consumed) : input;
-  ChunkedDecoder whole(limits.max_body), pieces(limits.max_body);
-  std::string a, b;
-  std::size_t used_whole = 0;
-  const auto status_whole = whole.feed(body, a, used_whole);
-  auto status_pieces = ChunkedDecoder::Status::more;
-  std::size_t pos = 0;
-  while (pos < body.size() && status_pieces == ChunkedDecoder::Status::more) {
-    std::size_t used = 0;
-    status_pieces = pieces.feed(body.substr(pos, 1), b, used);
-    if (used == 0) break;
-    pos += used;
-  }
-  if (used_whole > body.size() || a.size() > limits.max_body) note(r, "chunked: out of bounds");
-  if (status_whole == ChunkedDecoder::Status::done &&
-      (status_pieces != ChunkedDecoder::Status::done || a != b || used_whole != pos))
-    note(r, "a chunked body reads differently fed a byte at a time");
-  if (status_whole == ChunkedDecoder::Status::error &&
-      (status_pieces != ChunkedDecoder::Status::error ||
-       whole.error().status != pieces.error().status))
-    note(r, "a chunked body refused whole but not in pieces");
+  const auto strict = check_chunked_pieces(r, body, receiver::Syntax::strict, limits.max_body);
+  const auto lenient = check_chunked_pieces(r, body, receiver::Syntax::lenient, limits.max_body);
+  if (strict.status == ChunkedDecoder::Status::done &&
+      (lenient.status != ChunkedDecoder::Status::done || lenient.body != strict.body ||
+       lenient.used != strict.used))
+    note(r, "a chunked body the strict syntax reads, the lenient one reads differently");
   return r;
 }
 

@@ -18,7 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "http_request.hpp"
+#include "http/http_parser.hpp"
 
 using namespace std::chrono_literals;
 using tdhook::tools::AttemptResult;
@@ -81,18 +81,20 @@ class RawServer {
   std::vector<std::thread> workers_;
 };
 
-// Reads one request (head and Content-Length body) from `fd`; empty at EOF.
+// Reads one request (head and Content-Length body) from `fd`; empty at EOF. With the receiver's
+// strict parser: what tdhook sends must pass it.
 std::string read_request(int fd, std::string& pending) {
   char buf[4096];
   while (true) {
-    if (const auto end = tdhook::tools::find_head_end(pending)) {
-      const auto head = pending.substr(0, *end);
-      const auto at = head.find("content-length: ");
-      const std::size_t length =
-          at == std::string::npos ? 0 : std::stoul(head.substr(at + 16, head.find('\r', at)));
-      if (pending.size() >= *end + length) {
-        auto request = pending.substr(0, *end + length);
-        pending.erase(0, *end + length);
+    tdhook::receiver::HttpRequestHead head;
+    const auto parsed = tdhook::receiver::parse_request_head(pending, {}, head);
+    CHECK(parsed.state != tdhook::receiver::HeadParse::State::error);
+    if (parsed.state == tdhook::receiver::HeadParse::State::error) return {};
+    if (parsed.state == tdhook::receiver::HeadParse::State::complete) {
+      const auto end = parsed.consumed + static_cast<std::size_t>(head.content_length);
+      if (pending.size() >= end) {
+        auto request = pending.substr(0, end);
+        pending.erase(0, end);
         return request;
       }
     }

@@ -247,7 +247,7 @@ int send_all(int fd, std::string_view head, std::string_view body, const Deadlin
 }
 
 ReadOutcome exchange(int fd, std::string_view head, std::string_view body, const Deadline& deadline,
-                     HttpResponse& out, std::string& error) {
+                     ReceivedResponse& out, std::string& error) {
   if (const int err = send_all(fd, head, body, deadline); err != 0) {
     // A server may answer (413, 401) and close before reading everything: take its answer.
     if (read_response(fd, deadline, out, error) == ReadOutcome::ok) {
@@ -295,7 +295,7 @@ AttemptResult post_http(const Target& target, const DeliveryRequest& request) {
       result.error = error;
       break;
     }
-    HttpResponse response;
+    ReceivedResponse response;
     const auto outcome = exchange(fd, head, request.body, deadline, response, error);
     // A reused connection that the server closed meanwhile gets one fresh try.
     if (outcome == ReadOutcome::closed_before_response && reused) {
@@ -307,9 +307,9 @@ AttemptResult post_http(const Target& target, const DeliveryRequest& request) {
       result.error = error;
       break;
     }
-    result.status = response.status;
+    result.status = response.head.status;
     result.body = std::move(response.body);
-    result.content_type = std::move(response.content_type);
+    if (const auto* type = response.head.find("content-type")) result.content_type = *type;
     if (request.keep_alive && response.reusable) {
       idle_pool.fds.emplace(key, fd);
     } else {

@@ -13,8 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
-#include "http_request.hpp"
 #include "config/key_options.hpp"
+#include "http_request.hpp"
 #include "tdhook/verify.hpp"
 
 namespace tdhook::tools {
@@ -76,7 +76,7 @@ int run_verify(const VerifyOptions& options) {
         Error{ErrorCode::invalid_input, "not a raw HTTP/1.1 request: " + request.error().detail},
         2);
   }
-  const auto event = verifier->verify(request->headers, request->body);
+  const auto event = verifier->verify(request->head.fields, request->body);
   if (!event) return print_failure(event.error(), 1);
 
   nlohmann::ordered_json line;
