@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "commands.hpp"
+#include "samples.hpp"
 #include "sim_api.hpp"
 #include "sim_fire.hpp"
 #include "sim_store.hpp"
@@ -81,23 +82,12 @@ std::string read_file(const std::string& path) {
   return s.str();
 }
 
-std::string exe_dir() {
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string(".") : exe.parent_path().string();
-}
-
-// $TDHOOK_SAMPLES_DIR, then the installed share directory, then the build tree's source tree.
-std::string find_samples_dir(const std::string& flag) {
+// --samples-dir, else where `tdhook sign` and `tdhook events` find them (samples.hpp); empty
+// when there is none: the simulator still serves, only {"sample": NAME} fails.
+std::string sim_samples_dir(const std::string& flag) {
   if (!flag.empty()) return flag;
-  if (const char* env = std::getenv("TDHOOK_SAMPLES_DIR"); env && *env) return env;
-  const std::string dir = exe_dir();
-  for (const auto& candidate :
-       {dir + "/../share/tdhook/samples/events", dir + "/../../samples/events"}) {
-    std::error_code ec;
-    if (fs::is_directory(candidate, ec)) return fs::weakly_canonical(candidate, ec).string();
-  }
-  return dir + "/../share/tdhook/samples/events";
+  const auto found = samples_dir();
+  return found ? found->string() : std::string();
 }
 
 std::pair<std::string, int> parse_listen(const std::string& text) {
@@ -180,7 +170,7 @@ std::unique_ptr<sim::Store> open_store(const SimConfig& c) {
 void serve(const SimConfig& c) {
   const auto [host, port] = parse_listen(c.listen);
   if (c.retry_scale < 0) fail(2, "--retry-scale must not be negative");
-  const std::string samples_dir = find_samples_dir(c.samples_dir);
+  const std::string samples_dir = sim_samples_dir(c.samples_dir);
   sim::FireOptions fire_options;
   fire_options.compat = c.compat;
   fire_options.retry_scale = c.retry_scale;
@@ -191,6 +181,9 @@ void serve(const SimConfig& c) {
   fire_options.origin = c.origin;
   auto api = api_options(c, samples_dir);
   static const sim::Log log;
+  if (samples_dir.empty()) {
+    log.warn("no sample directory found: set TDHOOK_SAMPLES_DIR or --samples-dir to fire samples");
+  }
   // Deliveries may hang forever (Tiledesk has no timeout): the store and the firer outlive
   // serve() on purpose, so that exiting never waits for them. Held by statics, they stay
   // reachable (LeakSanitizer does not count them as leaks). serve() runs once per process.
