@@ -8,7 +8,8 @@
 #include <fstream>
 #include <set>
 
-#include "store/spool.hpp"
+#include "base/log.hpp"
+#include "store/log/log_store.hpp"
 #include "support/files.hpp"
 #include "support/receiver_client.hpp"
 #include "support/receiver_process.hpp"
@@ -77,17 +78,21 @@ std::vector<int> running_in_group(int pgid) {
   return pids;
 }
 
-std::optional<receiver::Details> spool_details(const fs::path& data_dir) {
-  receiver::SpoolOptions options;
-  options.data_dir = data_dir;
-  options.read_only = true;
-  auto spool = receiver::Spool::open(options);
-  REQUIRE(spool.ok());
-  const auto rows = (*spool)->list({});
+// The one event that a stopped receiver's store holds for `sink`, opened as `tdhook spool`
+// opens it.
+std::optional<receiver::Details> stored_details(const fs::path& data_dir, const std::string& sink) {
+  const receiver::Logger quiet(receiver::LogLevel::error);
+  receiver::LogStoreOptions options;
+  options.store.data_dir = data_dir;
+  options.store.sinks = {sink};
+  options.for_inspection = true;
+  auto store = receiver::open_log_store(options, quiet);
+  REQUIRE_MESSAGE(store.ok(), store.error().detail);
+  const auto rows = (*store)->list({});
   REQUIRE(rows.ok());
   REQUIRE(rows->size() == 1);
-  auto details = (*spool)->show(rows->at(0).delivery_id);
-  REQUIRE(details.ok());
+  auto details = (*store)->show(rows->at(0).delivery_id);
+  REQUIRE_MESSAGE(details.ok(), details.error().detail);
   return std::move(*details);
 }
 
@@ -251,7 +256,9 @@ TEST_SUITE("exec hardening") {
                     attempt << ": still running in group " << group);
     }
 
-    const auto details = spool_details(dir / "data");
+    rx.signal(SIGTERM);
+    REQUIRE(rx.wait_exit(30s) == 0);
+    const auto details = stored_details(dir / "data", sink);
     REQUIRE(details->attempts.size() == 2);
     for (const auto& [name, a] : details->attempts) {
       CHECK_FALSE(a.ok);

@@ -1,11 +1,10 @@
-// Fault injection against the real tdhook-receiver: a full disk under the spool and under a
-// file sink (small tmpfs mounts), spool files that cannot be used at start, and a wall clock
+// Fault injection against the real tdhook-receiver: a full disk under the store and under a
+// file sink (small tmpfs mounts), store files that cannot be used at start, and a wall clock
 // that jumps (libfaketime). Every case checks that nothing answered 200 is lost.
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sqlite3.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,7 +19,8 @@
 #include <set>
 #include <thread>
 
-#include "store/spool.hpp"
+#include "base/log.hpp"
+#include "store/log/log_store.hpp"
 #include "support/files.hpp"
 #include "support/receiver_client.hpp"
 #include "support/receiver_process.hpp"
@@ -232,12 +232,14 @@ bool has_listened(const ReceiverProcess& rx) {
   return rx.stderr_text().find("\"msg\":\"listening\"") != std::string::npos;
 }
 
-// A spool with `n` events stored, closed again.
-void make_spool(const fs::path& data_dir, int n) {
-  receiver::SpoolOptions options;
-  options.data_dir = data_dir;
-  auto spool = receiver::Spool::open(options);
-  REQUIRE(spool.ok());
+// A store with `n` events stored for the sink "stdout", closed again.
+void make_store(const fs::path& data_dir, int n) {
+  const receiver::Logger quiet(receiver::LogLevel::error);
+  receiver::LogStoreOptions options;
+  options.store.data_dir = data_dir;
+  options.store.sinks = {"stdout"};
+  auto store = receiver::open_log_store(options, quiet);
+  REQUIRE_MESSAGE(store.ok(), store.error().detail);
   for (int i = 0; i < n; ++i) {
     receiver::NewEvent e;
     e.delivery_id = "d" + std::to_string(i);
@@ -248,24 +250,60 @@ void make_spool(const fs::path& data_dir, int n) {
     e.received_at_ms = epoch_ms();
     e.record = R"({"n":)" + std::to_string(i) + R"(,"pad":")" + std::string(500, 'x') + "\"}";
     e.sinks = {"stdout"};
-    REQUIRE((*spool)->put(std::move(e)).outcome == receiver::PutOutcome::stored);
+    REQUIRE((*store)->put(std::move(e)).outcome == receiver::PutOutcome::stored);
   }
 }
 
-// The receiver must refuse to start on `data_dir`: non-zero exit, never listening, an error that
-// names `named` on stderr containing `reason`.
+// The store of a stopped receiver, opened as `tdhook spool` opens it.
+std::unique_ptr<receiver::Store> inspect_store(const fs::path& data_dir,
+                                               std::vector<std::string> sinks) {
+  static const receiver::Logger quiet(receiver::LogLevel::error);
+  receiver::LogStoreOptions options;
+  options.store.data_dir = data_dir;
+  options.store.sinks = std::move(sinks);
+  options.for_inspection = true;
+  auto store = receiver::open_log_store(options, quiet);
+  REQUIRE_MESSAGE(store.ok(), store.error().detail);
+  return std::move(*store);
+}
+
+// Every file under `root` (or `root` itself when it is a file) with its bytes; directories as
+// "<directory>".
+std::map<std::string, std::string> data_dir_files(const fs::path& root) {
+  std::map<std::string, std::string> out;
+  if (fs::is_regular_file(root)) {
+    out[""] = read_file(root);
+    return out;
+  }
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    const auto name = fs::relative(entry.path(), root).string();
+    out[name] = entry.is_directory() ? std::string("<directory>") : read_file(entry.path());
+  }
+  return out;
+}
+
+// The receiver must refuse to start on `data_dir`: non-zero exit, never listening, an error on
+// stderr that names `named` and contains `reason`; every file that was there is left as it was.
 void expect_refused(const TempDir& dir, const fs::path& data_dir, const fs::path& named,
                     const std::string& reason) {
+  const auto before = data_dir_files(data_dir);
   ReceiverProcess rx(with(base_args(dir, data_dir), {"--sink", "stdout"}));
-  const auto code = rx.wait_exit(30s);
-  REQUIRE(code);
+  std::optional<int> code;
+  poll_until([&] { return has_listened(rx) || (code = rx.wait_exit(0ms)).has_value(); }, 30s);
   const std::string err = rx.stderr_text();
   INFO("stderr: " << err);
-  CHECK(*code != 0);
   CHECK_FALSE(has_listened(rx));
-  CHECK(err.find("tdhook-receiver: cannot open the spool: spool " + named.string()) !=
-        std::string::npos);
+  REQUIRE(code);
+  CHECK(*code != 0);
+  CHECK(err.find("tdhook-receiver: cannot open the store: ") != std::string::npos);
+  CHECK(err.find(named.string()) != std::string::npos);
   CHECK(err.find(reason) != std::string::npos);
+  const auto after = data_dir_files(data_dir);
+  for (const auto& [name, bytes] : before) {
+    const auto now = after.find(name);
+    CHECK_MESSAGE(now != after.end(), name << " is gone");
+    if (now != after.end()) CHECK_MESSAGE(now->second == bytes, name << " was changed");
+  }
 }
 
 const char* find_libfaketime() {
@@ -376,78 +414,73 @@ TEST_SUITE("receiver faults") {
     CHECK(rx.wait_exit(30s) == 0);
   }
 
-  TEST_CASE("a spool that cannot be used at start stops the receiver with the file named") {
+  TEST_CASE("a store that cannot be used at start stops the receiver with the file named") {
     TempDir dir;
     const auto data = dir / "data";
-    const auto db = data / "spool.db";
-    fs::create_directories(data);
 
-    SUBCASE("garbage in place of the spool database, left as it was") {
-      const std::string garbage(20000, 'Z');
-      write_file(db, garbage);
-      expect_refused(dir, data, db, "not a database");
-      CHECK(read_file(db) == garbage);
+    SUBCASE("garbage in place of state.db, left as it was") {
+      make_store(data, 10);
+      write_file(data / "state.db", std::string(20000, 'Z'));
+      for (const char* name : {"state.db-wal", "state.db-shm"}) fs::remove(data / name);
+      expect_refused(dir, data, data / "state.db", "not a database");
     }
-    SUBCASE("a spool truncated to half its size, left as it was") {
-      make_spool(data, 400);
-      auto bytes = read_file(db);
-      REQUIRE(bytes.size() > 64 * 1024);
-      bytes.resize(bytes.size() / 2);
-      write_file(db, bytes);
-      expect_refused(dir, data, db, "corrupt");
-      CHECK(read_file(db) == bytes);
+    SUBCASE("a file where the data directory should be, left as it was") {
+      write_file(data, "precious\n");
+      expect_refused(dir, data, data, "Not a directory");
+      CHECK(read_file(data) == "precious\n");
     }
-    SUBCASE("a database with the spool's identity and other tables, left as it was") {
-      sqlite3* handle = nullptr;
-      REQUIRE(sqlite3_open(db.c_str(), &handle) == SQLITE_OK);
-      REQUIRE(sqlite3_exec(handle,
-                           "PRAGMA application_id=1952737387; PRAGMA user_version=1;"
-                           "CREATE TABLE events(row INTEGER PRIMARY KEY, blob TEXT);"
-                           "INSERT INTO events(blob) VALUES('precious');",
-                           nullptr, nullptr, nullptr) == SQLITE_OK);
-      sqlite3_close(handle);
-      const std::string before = read_file(db);
-      expect_refused(dir, data, db, "not the schema of a tdhook spool");
-      CHECK(read_file(db) == before);
+    SUBCASE("a file where log/ should be, left as it was") {
+      fs::create_directories(data);
+      write_file(data / "log", "precious\n");
+      expect_refused(dir, data, data / "log", "Not a directory");
     }
-    SUBCASE("the database gone but its write-ahead log still there") {
-      // As a crash leaves it: the events committed since the last checkpoint are in the log.
-      {
-        const auto elsewhere = dir / "elsewhere";
-        receiver::SpoolOptions options;
-        options.data_dir = elsewhere;
-        auto spool = receiver::Spool::open(options);
-        REQUIRE(spool.ok());
-        receiver::NewEvent e;
-        e.delivery_id = "in-the-log";
-        e.event = "lead.create";
-        e.record = "{}";
-        e.sinks = {"stdout"};
-        REQUIRE((*spool)->put(std::move(e)).outcome == receiver::PutOutcome::stored);
-        fs::copy_file(elsewhere / "spool.db-wal", data / "spool.db-wal");
-      }
-      const std::string log = read_file(data / "spool.db-wal");
-      REQUIRE(log.size() > 0);
-      expect_refused(dir, data, db, "write-ahead log");
-      CHECK_FALSE(fs::exists(db));
-      CHECK(read_file(data / "spool.db-wal") == log);
+    SUBCASE("a directory where a segment should be") {
+      // The events of the segment are due (state.db says so) but there is no file to read them
+      // from: starting without them would lose them without a word.
+      make_store(data, 10);
+      const auto segment = data / "log" / "00000000000000000001.log";
+      REQUIRE(fs::is_regular_file(segment));
+      fs::rename(segment, dir / "elsewhere.log");
+      fs::create_directory(segment);
+      expect_refused(dir, data, segment, "");
     }
     SUBCASE("a data directory on a read-only file system") {
       Tmpfs disk(dir / "ro", 8 * 1024 * 1024);
       REQUIRE_MESSAGE(disk.mounted(), disk.error());
       SUBCASE("empty") {
         REQUIRE(disk.remount_read_only());
-        expect_refused(dir, disk.path(), disk / "spool.db",
-                       "cannot create it: Read-only file system");
+        expect_refused(dir, disk.path(), disk.path(), "Read-only file system");
       }
-      SUBCASE("with a spool in it") {
-        make_spool(disk.path(), 10);
-        const std::string before = read_file(disk / "spool.db");
+      SUBCASE("with a store in it") {
+        make_store(disk.path(), 10);
         REQUIRE(disk.remount_read_only());
-        expect_refused(dir, disk.path(), disk / "spool.db",
-                       "cannot write in its directory: Read-only file system");
-        CHECK(read_file(disk / "spool.db") == before);
+        expect_refused(dir, disk.path(), disk.path(), "Read-only file system");
       }
+    }
+    SUBCASE("another receiver holding the store") {
+      ReceiverProcess first(with(base_args(dir, data), {"--sink", "stdout"}));
+      REQUIRE(first.wait_listening());
+      ReceiverProcess second(with(base_args(dir, data), {"--sink", "stdout"}));
+      std::optional<int> code;
+      poll_until([&] { return has_listened(second) || (code = second.wait_exit(0ms)).has_value(); },
+                 30s);
+      const std::string err = second.stderr_text();
+      INFO("stderr of the second: " << err);
+      CHECK_FALSE(has_listened(second));
+      REQUIRE(code);
+      CHECK(*code != 0);
+      CHECK(err.find("tdhook-receiver: cannot open the store: ") != std::string::npos);
+      CHECK(err.find("another process") != std::string::npos);
+      CHECK(err.find(data.string()) != std::string::npos);
+      // The first one goes on undisturbed.
+      httplib::Client client("127.0.0.1", first.port());
+      const auto res = post_event(client, "/", numbered_event(1, epoch_ms()), receiver_secret);
+      REQUIRE(res);
+      CHECK(res->status == 200);
+      CHECK(
+          first.wait_stdout([](const std::string& out) { return seqs_in(out).size() == 1; }, 30s));
+      first.signal(SIGTERM);
+      CHECK(first.wait_exit(30s) == 0);
     }
   }
 
@@ -623,23 +656,25 @@ TEST_SUITE("receiver faults") {
     CHECK(std::chrono::steady_clock::now() - jumped < 30s);
     CHECK(seqs_in(read_file(state / "records")) == std::map<int, int>{{0, 1}});
 
-    receiver::SpoolOptions options;
-    options.data_dir = dir / "data";
-    options.read_only = true;
-    auto spool = receiver::Spool::open(options);
-    REQUIRE(spool.ok());
-    const auto rows = (*spool)->list({});
+    // The script has written the record; the receiver records the attempt just after, then
+    // counts it. The store is looked at once the receiver has let go of it.
+    CHECK(poll_until(
+        [&] {
+          return metric(get_metrics(rx.port()), R"(tdhook_deliveries_total{sink=")" + sink +
+                                                    R"(",outcome="delivered"})") == 1;
+        },
+        30s));
+    rx.signal(SIGTERM);
+    CHECK(rx.wait_exit(30s) == 0);
+    const auto store = inspect_store(dir / "data", {sink});
+    const auto rows = store->list({});
     REQUIRE(rows.ok());
     REQUIRE(rows->size() == 1);
-    // The script has written the record; the receiver records the attempt just after.
-    std::optional<receiver::Details> details;
-    REQUIRE(poll_until([&] {
-      auto shown = (*spool)->show(rows->at(0).delivery_id);
-      if (!shown.ok() || shown->deliveries.at(0).state != receiver::DeliveryState::delivered)
-        return false;
-      details = std::move(*shown);
-      return true;
-    }));
+    auto shown = store->show(rows->at(0).delivery_id);
+    REQUIRE_MESSAGE(shown.ok(), shown.error().detail);
+    REQUIRE(shown->deliveries.size() == 1);
+    CHECK(shown->deliveries.at(0).state == receiver::DeliveryState::delivered);
+    const auto details = std::optional<receiver::Details>(std::move(*shown));
     REQUIRE(details->attempts.size() >= 2);
     const auto& first = details->attempts.front().second;
     const auto& last = details->attempts.back().second;
@@ -650,8 +685,6 @@ TEST_SUITE("receiver faults") {
     } else {
       CHECK(last.started_at_ms > first.finished_at_ms + 3500 * 1000);
     }
-    rx.signal(SIGTERM);
-    CHECK(rx.wait_exit(30s) == 0);
   }
 }
 
