@@ -296,6 +296,10 @@ TEST_SUITE("receiver") {
     CHECK(metrics->body.find(R"(tdhook_requests_total{status="401",reason="secret_mismatch"} 1)") !=
           std::string::npos);
     CHECK(metrics->body.find("tdhook_spool_pending") != std::string::npos);
+    // The one event stored is in a segment on disk: a record of some kilobytes, framed.
+    const auto at = metrics->body.find("\ntdhook_store_bytes ");
+    REQUIRE(at != std::string::npos);
+    CHECK(std::stoll(metrics->body.substr(at + 20)) > 500);
   }
 
   TEST_CASE("a config file gives two sinks their own filters, and flags override it") {

@@ -112,6 +112,10 @@ std::string Metrics::render() const {
 
   header(out, "tdhook_spool_pending", "Deliveries waiting in the spool.", "gauge");
   out += "tdhook_spool_pending " + std::to_string(spool_pending_.load()) + "\n";
+  header(out, "tdhook_store_bytes",
+         "Bytes of event log segments on disk (removed once delivered and past the dedup window).",
+         "gauge");
+  out += "tdhook_store_bytes " + std::to_string(store_bytes_.load()) + "\n";
   return out;
 }
 

@@ -25,6 +25,8 @@ class Metrics {
   void observe_delivery_latency(std::string_view sink, double seconds);
   // tdhook_spool_pending (gauge, read at render time through this callback's value)
   void set_spool_pending(std::int64_t value) { spool_pending_.store(value); }
+  // tdhook_store_bytes (gauge): what the event log holds on disk, bounded by retention
+  void set_store_bytes(std::uint64_t value) { store_bytes_.store(value); }
 
   std::string render() const;
 
@@ -40,6 +42,7 @@ class Metrics {
   std::map<std::string, Histogram> latency_;
   std::atomic<std::uint64_t> stored_{0}, duplicates_{0};
   std::atomic<std::int64_t> spool_pending_{0};
+  std::atomic<std::uint64_t> store_bytes_{0};
 };
 
 }  // namespace tdhook::receiver

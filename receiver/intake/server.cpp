@@ -290,6 +290,7 @@ struct HttpServer::Impl final : HttpHandler {
 
   HttpResponse metrics_page() const {
     metrics.set_spool_pending(spool.pending_total());
+    metrics.set_store_bytes(spool.disk_bytes());
     HttpResponse res;
     res.content_type = "text/plain; version=0.0.4";
     res.body = metrics.render();

@@ -157,9 +157,8 @@ Status LogStore::import_old_spool() {
     if (!std::filesystem::exists(from, ec)) continue;
     std::filesystem::rename(from, options_.store.data_dir / (std::string(name) + suffix), ec);
     if (ec) {
-      return Error{ErrorCode::invalid_input,
-                   "imported the old spool but cannot rename " + from.string() + ": " +
-                       ec.message()};
+      return Error{ErrorCode::invalid_input, "imported the old spool but cannot rename " +
+                                                 from.string() + ": " + ec.message()};
     }
   }
   std::filesystem::remove(options_.store.data_dir / "spool.lock", ec);
