@@ -15,6 +15,7 @@
 #include "delivery/process.hpp"
 #include "delivery/reply.hpp"
 #include "intake/server.hpp"
+#include "store/admin.hpp"
 #include "store/log/log_store.hpp"
 
 namespace tdhook::receiver {
@@ -70,6 +71,13 @@ int serve(const Config& config, const Logger& log) {
     std::cerr << "tdhook-receiver: cannot open the store: " << spool.error().detail << '\n';
     return exit_runtime;
   }
+  // `tdhook spool` reaches the store through this while we hold it. Without it the receiver
+  // still takes and delivers events, so a failure is logged, not fatal.
+  auto admin = AdminServer::start(**spool, admin_socket_path(config.data_dir), log);
+  if (!admin) {
+    log.error("no admin socket: tdhook spool cannot reach this receiver",
+              LogFields().add("reason", admin.error().detail));
+  }
   Metrics metrics;
   auto dispatcher = Dispatcher::start(**spool, config.sinks, log, metrics);
   if (!dispatcher) {
@@ -118,6 +126,7 @@ int serve(const Config& config, const Logger& log) {
   }
   signals.join();
   (*dispatcher)->stop();
+  if (admin) (*admin)->stop();
   log.info("stopped", LogFields().add("pending", (*spool)->pending_total()));
   return clean ? 0 : exit_runtime;
 }

@@ -1,5 +1,7 @@
-// `tdhook spool` as a real process, against a spool filled through the Spool API (as a running
-// receiver would have filled it, and with that spool still open).
+// `tdhook spool` as a real process, against a store filled through the Store API as a receiver
+// would have filled it: once with that store still open in this process and served on
+// <data-dir>/admin.sock (as a running receiver serves it: the tool must go through the socket),
+// once with no process holding it (the tool opens the store itself).
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <spawn.h>
@@ -13,7 +15,8 @@
 #include <thread>
 #include <vector>
 
-#include "store/spool.hpp"
+#include "store/admin.hpp"
+#include "store/log/log_store.hpp"
 #include "support/files.hpp"
 
 extern char** environ;
@@ -79,58 +82,95 @@ NewEvent event(const std::string& id, const std::string& name, std::int64_t rece
 }
 
 // What a receiver would leave: "lead" delivered to stdout and pending for file (one failed
-// attempt), "req" pending, "msg" dead after two attempts, "old" delivered two days ago.
+// attempt), "req" pending, "msg" dead after two attempts, "old" delivered two days ago (alone
+// in its segment, so that a purge can remove it).
 struct Filled {
   TempDir dir;
-  std::unique_ptr<Spool> spool;
-  std::string data_dir;
+  std::filesystem::path data_path = dir / "data";
+  std::string data_dir = data_path.string();
   std::int64_t now = now_ms();
+  Logger log{LogLevel::warn};
+  bool served;
+  std::unique_ptr<Store> opened;
+  std::unique_ptr<AdminServer> admin;
 
-  Filled() {
-    SpoolOptions options;
-    options.data_dir = dir / "data";
-    data_dir = options.data_dir.string();
-    auto opened = Spool::open(options);
-    REQUIRE(opened.ok());
-    spool = std::move(*opened);
+  // served: the store stays open here and answers on admin.sock; otherwise it is closed once
+  // filled, and store() opens it again for the checks after a tool run.
+  explicit Filled(bool serve) : served(serve) {
+    store();
     const std::int64_t two_days = 2 * 24 * 3600 * 1000LL;
-    REQUIRE(spool->put(event("old", "lead.create", now - two_days, {"stdout"})).outcome ==
+    REQUIRE(opened->put(event("old", "lead.create", now - two_days, {"stdout"})).outcome ==
             PutOutcome::stored);
-    REQUIRE(spool->put(event("lead", "lead.create", now, {"stdout", "file"})).outcome ==
+    REQUIRE(opened->put(event("lead", "lead.create", now, {"stdout", "file"})).outcome ==
             PutOutcome::stored);
-    REQUIRE(spool->put(event("req", "request.create", now, {"stdout"})).outcome ==
+    REQUIRE(opened->put(event("req", "request.create", now, {"stdout"})).outcome ==
             PutOutcome::stored);
-    REQUIRE(spool->put(event("msg", "message.create", now, {"file"})).outcome ==
+    REQUIRE(opened->put(event("msg", "message.create", now, {"file"})).outcome ==
             PutOutcome::stored);
     settle("stdout", [&](const Delivery& d) {
       if (d.delivery_id == "req") return;
-      REQUIRE(spool->mark_delivered(d, Attempt{1, now, now + 3, true, {}}).ok());
+      REQUIRE(opened->mark_delivered(d, Attempt{1, now, now + 3, true, {}}).ok());
     });
     settle("file", [&](const Delivery& d) {
       const bool dead = d.delivery_id == "msg";
       if (dead) {
-        REQUIRE(spool->mark_failed(d, Attempt{1, now, now + 5, false, "exit 1"}, now, false).ok());
+        REQUIRE(opened->mark_failed(d, Attempt{1, now, now + 5, false, "exit 1"}, now, false).ok());
       }
-      REQUIRE(spool
+      REQUIRE(opened
                   ->mark_failed(d, Attempt{dead ? 2 : 1, now, now + 5, false, "exit 7\nboom"},
                                 now + 3600 * 1000, dead)
                   .ok());
     });
+    if (served) {
+      auto started = AdminServer::start(*opened, admin_socket_path(data_path), log);
+      REQUIRE_MESSAGE(started.ok(), started.error().detail);
+      admin = std::move(*started);
+    } else {
+      close();
+    }
+  }
+  ~Filled() { close(); }
+
+  // The store, opened again after a tool run when this process had closed it.
+  Store& store() {
+    if (!opened) {
+      LogStoreOptions options;
+      options.store.data_dir = data_path;
+      options.store.sinks = {"stdout", "file", "x"};
+      options.segment_bytes = 1;  // one event a segment
+      auto store = open_log_store(options, log);
+      REQUIRE_MESSAGE(store.ok(), store.error().detail);
+      opened = std::move(*store);
+    }
+    return *opened;
+  }
+  void close() {
+    if (admin) admin->stop();
+    admin.reset();
+    opened.reset();
   }
 
   template <class F>
   void settle(const std::string& sink, F&& f) {
-    auto due = spool->due(sink, now, 100);
+    auto due = opened->due(sink, now, 100);
     REQUIRE(due.ok());
     for (const auto& d : *due) f(d);
   }
 };
 
+// Runs the enclosing test case twice: once with the store held (the tool goes through
+// admin.sock), once without (the tool opens the store itself).
+#define FOR_BOTH_WAYS(served)                                                        \
+  bool served = false;                                                               \
+  SUBCASE("with the store held by a process, through admin.sock") { served = true; } \
+  SUBCASE("with no process holding the store") { served = false; }
+
 }  // namespace
 
 TEST_SUITE("spool") {
   TEST_CASE("tdhook spool ls prints a table, and NDJSON with --json") {
-    Filled f;
+    FOR_BOTH_WAYS(served);
+    Filled f(served);
     auto table = tool(f.dir, {"--data-dir", f.data_dir, "ls"});
     CHECK(table.code == 0);
     CHECK(table.out.find("RECEIVED") == 0);
@@ -151,7 +191,8 @@ TEST_SUITE("spool") {
   }
 
   TEST_CASE("tdhook spool ls filters by state, event pattern, sink, time and count") {
-    Filled f;
+    FOR_BOTH_WAYS(served);
+    Filled f(served);
     auto ids = [&](std::vector<std::string> args) {
       args.insert(args.begin(), {"ls", "--json", "--data-dir", f.data_dir});
       auto run = tool(f.dir, args);
@@ -174,7 +215,8 @@ TEST_SUITE("spool") {
   }
 
   TEST_CASE("tdhook spool show prints the record, each sink and every attempt") {
-    Filled f;
+    FOR_BOTH_WAYS(served);
+    Filled f(served);
     auto run = tool(f.dir, {"--data-dir", f.data_dir, "show", "msg"});
     REQUIRE(run.code == 0);
     CHECK(run.out.find("\"event\": \"message.create\"") != std::string::npos);  // pretty
@@ -187,55 +229,57 @@ TEST_SUITE("spool") {
     const auto details = nlohmann::json::parse(json.out);
     CHECK(details["record"]["id"] == "lead");
     CHECK(details["deliveries"].size() == 2);
-    CHECK(details["attempts"].size() == 2);
+    // The log store keeps the attempts of deliveries that failed at least once (state.hpp):
+    // file's failure, not stdout's success.
+    CHECK(details["attempts"].size() == 1);
 
     auto missing = tool(f.dir, {"--data-dir", f.data_dir, "show", "nope"});
     CHECK(missing.code == 1);
     CHECK(missing.err.find("nope") != std::string::npos);
   }
 
-  TEST_CASE("tdhook spool retry makes dead deliveries pending beside an open spool") {
-    Filled f;
-    auto unknown = tool(f.dir, {"--data-dir", f.data_dir, "retry", "nope"});
-    CHECK(unknown.code == 1);
-    auto delivered = tool(f.dir, {"--data-dir", f.data_dir, "retry", "old"});
-    CHECK(delivered.code == 1);
-
-    SUBCASE("by id") {
-      auto run = tool(f.dir, {"--data-dir", f.data_dir, "retry", "msg"});
+  TEST_CASE("tdhook spool retry makes dead deliveries pending") {
+    FOR_BOTH_WAYS(served);
+    for (const bool by_id : {true, false}) {
+      CAPTURE(by_id);
+      Filled f(served);
+      auto unknown = tool(f.dir, {"--data-dir", f.data_dir, "retry", "nope"});
+      CHECK(unknown.code == 1);
+      auto delivered = tool(f.dir, {"--data-dir", f.data_dir, "retry", "old"});
+      CHECK(delivered.code == 1);
+      auto run = by_id ? tool(f.dir, {"--data-dir", f.data_dir, "retry", "msg"})
+                       : tool(f.dir, {"--data-dir", f.data_dir, "retry", "--dead"});
       REQUIRE_MESSAGE(run.code == 0, run.err);
       CHECK(run.out.find("1 delivery") == 0);
+      auto due = f.store().due("file", now_ms(), 10);
+      REQUIRE(due.ok());
+      REQUIRE(due->size() == 1);
+      CHECK(due->front().delivery_id == "msg");
+      CHECK(f.store().counts(std::nullopt)->dead == 0);
+      REQUIRE(f.store().put(event("new", "lead.create", f.now, {"stdout"})).outcome ==
+              PutOutcome::stored);
+      CHECK(f.store().pending_total() == 4);  // lead(file), req, msg, new
     }
-    SUBCASE("every dead one") {
-      auto run = tool(f.dir, {"--data-dir", f.data_dir, "retry", "--dead"});
-      REQUIRE_MESSAGE(run.code == 0, run.err);
-    }
-    auto due = f.spool->due("file", now_ms(), 10);
-    REQUIRE(due.ok());
-    REQUIRE(due->size() == 1);
-    CHECK(due->front().delivery_id == "msg");
-    CHECK(f.spool->counts(std::nullopt)->dead == 0);
-    // The open spool (the receiver) sees the other writer's change in its pending count.
-    REQUIRE(f.spool->put(event("new", "lead.create", f.now, {"stdout"})).outcome ==
-            PutOutcome::stored);
-    CHECK(f.spool->pending_total() == 4);  // lead(file), req, msg, new
   }
 
   TEST_CASE("tdhook spool purge removes delivered events older than the age given") {
-    Filled f;
+    FOR_BOTH_WAYS(served);
+    Filled f(served);
     auto run =
         tool(f.dir, {"--data-dir", f.data_dir, "purge", "--delivered", "--older-than", "1d"});
     REQUIRE_MESSAGE(run.code == 0, run.err);
     CHECK(run.out == "purged 1 event\n");
-    CHECK_FALSE(f.spool->show("old").ok());
-    CHECK(f.spool->show("lead").ok());
+    CHECK_FALSE(f.store().show("old").ok());
+    CHECK(f.store().show("lead").ok());
+    if (!served) f.close();  // the tool is to open it again itself
     auto again =
         tool(f.dir, {"--data-dir", f.data_dir, "purge", "--delivered", "--older-than", "1s"});
-    CHECK(again.out == "purged 0 events\n");  // the others are still pending or dead
+    // The others are still pending or dead.
+    CHECK_MESSAGE(again.out == "purged 0 events\n", again.err);
   }
 
   TEST_CASE("tdhook spool exits 2 on usage and configuration errors") {
-    Filled f;
+    Filled f(false);
     const std::string dir = f.data_dir;
     std::vector<std::vector<std::string>> cases = {
         {"--data-dir", dir, "ls", "--state", "lost"},
@@ -257,20 +301,23 @@ TEST_SUITE("spool") {
     CHECK_FALSE(std::filesystem::exists(f.dir / "elsewhere"));
 
     std::filesystem::create_directories(f.dir / "bad");
-    tdhook::test::write_file(f.dir / "bad" / "spool.db", std::string(8192, 'x'));
+    tdhook::test::write_file(f.dir / "bad" / "state.db", std::string(8192, 'x'));
     auto garbage = tool(f.dir, {"--data-dir", (f.dir / "bad").string(), "ls"});
     CHECK(garbage.code == 2);
     CHECK(garbage.err.find("not a database") != std::string::npos);
   }
 
-  TEST_CASE("tdhook spool retry and purge wait for a busy receiver instead of failing") {
-    Filled f;
+  TEST_CASE("tdhook spool retry and purge go through a busy receiver's admin socket") {
+    Filled f(true);
     std::atomic<bool> stop{false};
     std::atomic<int> stored{0}, failed{0};
     // A receiver taking events the whole time the tool writes.
     std::thread receiver([&] {
-      for (int i = 0; !stop; ++i) {
-        const auto r = f.spool->put(event("live" + std::to_string(i), "lead.create", f.now, {"x"}));
+      // Bounded and paced: the store here starts a segment file for every event.
+      for (int i = 0; !stop && i < 3000; ++i) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        const auto r =
+            f.store().put(event("live" + std::to_string(i), "lead.create", f.now, {"x"}));
         (r.outcome == PutOutcome::stored ? stored : failed).fetch_add(1);
       }
     });
@@ -286,7 +333,7 @@ TEST_SUITE("spool") {
     CHECK(purge.out == "purged 1 event\n");
     CHECK(failed == 0);
     CHECK(stored > 0);
-    CHECK(f.spool->counts(std::string("x"))->pending == stored);
-    CHECK(f.spool->pending_total() == stored + 3);  // + lead(file), req, msg
+    CHECK(f.store().counts(std::string("x"))->pending == stored);
+    CHECK(f.store().pending_total() == stored + 3);  // + lead(file), req, msg
   }
 }

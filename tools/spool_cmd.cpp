@@ -2,9 +2,11 @@
 // splitting (a false positive in the library's header, not in this file).
 #pragma GCC diagnostic ignored "-Wnull-dereference"
 
-// `tdhook spool`: list, show, retry and purge what a receiver holds in its spool. Safe on the
-// data directory of a running receiver: ls and show read through a read-only connection (WAL
-// lets them run beside the receiver's writes); retry and purge wait for the write lock.
+// `tdhook spool`: list, show, retry and purge what a receiver holds in its store. The log store
+// (store/log/) is opened by one process at a time: without a running receiver this command
+// opens it itself (for inspection: nothing is imported, a torn tail is left for the receiver to
+// cut); while a receiver holds it, every request goes to that receiver over its admin socket,
+// <data-dir>/admin.sock (store/admin.hpp), and is answered from what the receiver holds.
 #include <algorithm>
 #include <cctype>
 #include <chrono>
@@ -17,9 +19,11 @@
 #include <string>
 #include <vector>
 
+#include "base/log.hpp"
 #include "commands.hpp"
+#include "store/admin.hpp"
+#include "store/log/log_store.hpp"
 #include "store/record.hpp"
-#include "store/spool.hpp"
 #include "tdhook/pattern.hpp"
 
 namespace tdhook::tools {
@@ -28,7 +32,7 @@ namespace {
 using receiver::DeliveryInfo;
 using receiver::DeliveryState;
 using receiver::Details;
-using receiver::Spool;
+using receiver::Store;
 
 // Keeps the record's own key order (and ours) in what we print.
 using Json = nlohmann::ordered_json;
@@ -179,19 +183,34 @@ int fail(int code, const std::string& message) {
   return code;
 }
 
-// Writers must find an existing spool: creating an empty one in a mistyped directory would hide
-// the mistake.
-Result<std::unique_ptr<Spool>> open_spool(const SpoolArgs& args, bool write) {
-  receiver::SpoolOptions options;
-  options.data_dir = args.data_dir;
-  options.read_only = !write;
-  options.check_integrity = false;  // see SpoolOptions: the receiver checks at its start
+// The store must exist already: opening one in a mistyped directory would create an empty
+// store there and hide the mistake.
+Result<std::unique_ptr<Store>> open_store(const SpoolArgs& args) {
+  const std::filesystem::path dir = args.data_dir;
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(options.data_dir / "spool.db", ec)) {
+  const auto has = [&](const char* name) { return std::filesystem::exists(dir / name, ec); };
+  if (!has("state.db") && !has("log") && !has("store.lock")) {
+    if (has("spool.db")) {
+      return Error{ErrorCode::invalid_config,
+                   "no store in " + args.data_dir +
+                       " yet, only an old spool.db: start tdhook-receiver once to import it"};
+    }
     return Error{ErrorCode::invalid_config,
-                 "no spool in " + args.data_dir + " (no spool.db; see --data-dir)"};
+                 "no store in " + args.data_dir + " (no state.db nor log/; see --data-dir)"};
   }
-  return Spool::open(options);
+  // The configured sinks are the receiver's to know; those that have state are the ones with
+  // anything to show.
+  auto sinks = receiver::stored_sink_names(dir);
+  if (!sinks) return std::move(sinks).error();
+  receiver::LogStoreOptions options;
+  options.store.data_dir = dir;
+  options.store.sinks = std::move(*sinks);
+  options.for_inspection = true;
+  auto opened = receiver::open_log_store(options, receiver::Logger(receiver::LogLevel::warn));
+  if (opened) return opened;
+  if (!receiver::is_store_busy(opened.error())) return opened;
+  return std::unique_ptr<Store>(
+      std::make_unique<receiver::RemoteStore>(receiver::admin_socket_path(dir)));
 }
 
 Json info_json(const DeliveryInfo& d) {
@@ -241,7 +260,7 @@ int run_ls(const SpoolArgs& args) {
     if (!since) return fail(kUsage, "--since: " + since.error().detail);
     filter.since_ms = *since;
   }
-  auto spool = open_spool(args, false);
+  auto spool = open_store(args);
   if (!spool) return fail(kUsage, spool.error().detail);
   auto rows = (*spool)->list(filter);
   if (!rows) return fail(kUsage, rows.error().detail);
@@ -294,7 +313,7 @@ Json details_json(const Details& details) {
 }
 
 int run_show(const SpoolArgs& args) {
-  auto spool = open_spool(args, false);
+  auto spool = open_store(args);
   if (!spool) return fail(kUsage, spool.error().detail);
   auto details = (*spool)->show(args.id);
   if (!details) {
@@ -312,7 +331,7 @@ int run_show(const SpoolArgs& args) {
 
 int run_retry(const SpoolArgs& args) {
   if (args.id.empty() == !args.dead) return fail(kUsage, "retry: give either an ID or --dead");
-  auto spool = open_spool(args, true);
+  auto spool = open_store(args);
   if (!spool) return fail(kUsage, spool.error().detail);
   std::optional<std::string> id;
   if (!args.id.empty()) id = args.id;
@@ -331,7 +350,7 @@ int run_purge(const SpoolArgs& args) {
   if (!args.delivered) return fail(kUsage, "purge: only --delivered events can be purged");
   auto age = parse_duration_ms(args.older_than);
   if (!age) return fail(kUsage, "--older-than: " + age.error().detail);
-  auto spool = open_spool(args, true);
+  auto spool = open_store(args);
   if (!spool) return fail(kUsage, spool.error().detail);
   auto n = (*spool)->purge_delivered(now_ms() - *age);
   if (!n) return fail(kUsage, n.error().detail);
@@ -355,6 +374,9 @@ void setup_spool(CLI::App& app) {
   spool->fallthrough();
   spool->add_option("--data-dir", args->data_dir, "The receiver's data directory")
       ->capture_default_str();
+  spool->footer(
+      "Without a running receiver, the store in --data-dir is opened directly. While a receiver "
+      "holds it, every command is answered by that receiver over <data-dir>/admin.sock.");
 
   auto* ls = spool->add_subcommand("ls", "List deliveries, oldest first");
   ls->add_option("--state", args->state, "pending, delivered or dead")
