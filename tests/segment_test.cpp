@@ -442,7 +442,6 @@ TEST_SUITE("log segment") {
     write_file(dir / "notes.txt", "");
     write_file(dir / (segment_file_name(2) + ".tmp"), "");
     write_file(dir / "7.log", "");
-    fs::create_directory(dir / segment_file_name(4));
     const auto listed = list_segments(dir.path());
     REQUIRE(listed.ok());
     std::vector<std::uint64_t> seqs;
@@ -452,5 +451,10 @@ TEST_SUITE("log segment") {
     }
     CHECK(seqs == std::vector<std::uint64_t>{1, 3, 10, 1000});
     CHECK_FALSE(list_segments(dir / "missing").ok());
+    // A directory named like a segment is refused, naming it: its events would vanish.
+    fs::create_directory(dir / segment_file_name(4));
+    const auto refused = list_segments(dir.path());
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error().detail.find(segment_file_name(4)) != std::string::npos);
   }
 }

@@ -639,6 +639,18 @@ TEST_SUITE("log store") {
     CHECK(store->pending_total() == 2);
   }
 
+  TEST_CASE("a sink that has settled nothing yet keeps what waits for it across a reopen") {
+    TempDir dir;
+    {
+      auto store = open_log(dir, 64 << 20, 1 << 20, std::chrono::milliseconds(kHour));
+      REQUIRE(store->put(make_event("d1", 1000, {"slow"})).outcome == PutOutcome::stored);
+    }
+    auto store = open_log(dir, 64 << 20, 1 << 20, std::chrono::milliseconds(kHour));
+    auto due = store->due("slow", 1000, 10);
+    REQUIRE(due->size() == 1);
+    CHECK(due->front().delivery_id == "d1");
+  }
+
   TEST_CASE("a second opener of a data directory in use is refused as busy") {
     TempDir dir;
     auto store = open_log(dir, 64 << 20, 1 << 20, std::chrono::milliseconds(kHour));

@@ -94,6 +94,13 @@ Status LogStore::open() {
   if (!floor) return std::move(floor).error();
   next_seq_ = std::max({next_seq_, *floor, std::uint64_t{1}});
   if (auto loaded = load_sinks(existed, any); !loaded) return loaded;
+  // Every sink's cursor is written now, before any event is taken: a sink that has settled
+  // nothing yet must not look new at the next start (that would skip what waits for it).
+  {
+    StateChange cursors;
+    for (const auto& s : sinks_) cursors.cursors.emplace_back(s.name, s.cursor);
+    if (auto written = state_->apply(cursors); !written) return written;
+  }
   window_first_ = next_seq_;
   // Appends go on at the end of the last segment while it has room.
   if (!segments_.empty()) {

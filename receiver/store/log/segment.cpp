@@ -364,7 +364,12 @@ Result<std::vector<std::pair<std::uint64_t, std::filesystem::path>>> list_segmen
     const auto seq = parse_segment_file_name(it->path().filename().native());
     if (!seq) continue;
     std::error_code type_ec;
-    if (!it->is_regular_file(type_ec)) continue;
+    // Named like a segment but no file (a directory, a socket): refused, never passed over, or
+    // the events it should hold would vanish without a word.
+    if (!it->is_regular_file(type_ec)) {
+      return Error{ErrorCode::invalid_input,
+                   it->path().string() + " is named like a log segment but is not a file"};
+    }
     out.emplace_back(*seq, it->path());
   }
   if (ec)
