@@ -160,6 +160,26 @@ TEST_SUITE("config file") {
     CHECK(unit.find("durations and sizes with units are strings") != std::string::npos);
   }
 
+  TEST_CASE("inputs that hit toml++ 3.3's defects are syntax errors like any other") {
+    // config_file.cpp says how its assertion and its unreachable branch are kept out.
+    for (const char* header : {"[{sink]]", "[=]", "[#]", "[[,]]", "[\n"}) {
+      CAPTURE(header);
+      const auto detail = refusal(std::string("[receiver]\n") + header + "\n");
+      CHECK(detail.starts_with("t.toml:2:"));
+      CHECK(detail.find("expected bare key starting character or string delimiter") !=
+            std::string::npos);
+    }
+    // Characters from U+00A1 on right after a value ("ä", "Ѐ"), and the whitespace ones.
+    for (const char* after :
+         {"-\xc3\xa4", "1\xc3\xa4", "true\xd0\x80", "1\xc2\xa0", "1\xe3\x80\x80"}) {
+      CAPTURE(after);
+      CHECK(refusal(std::string("[receiver]\nthreads = ") + after + "\n").starts_with("t.toml:2:"));
+    }
+    const auto fine = parse_toml("[receiver]\npath = \"/\xc3\xa4\" # \xc3\xa4\n", "t.toml");
+    REQUIRE_MESSAGE(fine.ok(), fine.error().detail);
+    CHECK(entry(fine->tables[0], "path").text == "/\xc3\xa4");
+  }
+
   TEST_CASE("a key given twice, or a table defined twice, is refused") {
     const auto key = refusal("[receiver]\nthreads = 4\nlisten = \"a:1\"\nthreads = 5\n");
     CHECK(key.starts_with("t.toml:4:"));
