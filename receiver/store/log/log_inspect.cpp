@@ -274,16 +274,7 @@ Result<std::int64_t> LogStore::retry(const std::optional<std::string>& delivery_
     Parked waiting = p;
     waiting.next_at_ms = now;
     if (seg == nullptr || !seg->holds(p.seq)) {
-      auto e = std::make_shared<Entry>();
-      e->seq = p.seq;
-      e->delivery_id = p.delivery_id;
-      e->event = p.event;
-      e->project_id = p.project_id;
-      e->subscription_id = p.subscription_id;
-      e->timestamp_ms = p.timestamp_ms;
-      e->received_at_ms = p.received_at_ms;
-      e->record = p.record;
-      w.copy = std::move(e);
+      w.copy = entry_of(p);
     } else {
       waiting.record.clear();
     }

@@ -225,16 +225,7 @@ Status LogStore::load_sinks(bool state_existed, bool any_segment) {
     for (auto& p : loaded->waiting) {
       Waiting w{p.attempts, p.next_at_ms, p.last_error, {}};
       if (!p.record.empty()) {
-        auto e = std::make_shared<Entry>();
-        e->seq = p.seq;
-        e->delivery_id = p.delivery_id;
-        e->event = p.event;
-        e->project_id = p.project_id;
-        e->subscription_id = p.subscription_id;
-        e->timestamp_ms = p.timestamp_ms;
-        e->received_at_ms = p.received_at_ms;
-        e->record = std::move(p.record);
-        w.copy = std::move(e);
+        w.copy = entry_of(p);
       } else {
         const SegmentIndex* seg = segment_of(p.seq);
         if (seg == nullptr || !seg->holds(p.seq)) continue;  // lost with its segment

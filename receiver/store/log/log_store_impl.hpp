@@ -44,6 +44,20 @@ struct SegmentIndex {
 
 using EntryPtr = std::shared_ptr<const Entry>;
 
+// The event a parked delivery carries a copy of (its segment is gone), as the log would hold it.
+inline EntryPtr entry_of(const Parked& p) {
+  auto e = std::make_shared<Entry>();
+  e->seq = p.seq;
+  e->delivery_id = p.delivery_id;
+  e->event = p.event;
+  e->project_id = p.project_id;
+  e->subscription_id = p.subscription_id;
+  e->timestamp_ms = p.timestamp_ms;
+  e->received_at_ms = p.received_at_ms;
+  e->record = p.record;
+  return e;
+}
+
 // A failed delivery that waits for its next attempt.
 struct Waiting {
   int attempts = 0;
