@@ -3,7 +3,7 @@
 // The embedded event log (store/log/) replaced it on the hot path: each 6.7 KB record went
 // through B-tree pages, five indexes, the write-ahead log and its checkpoint, and was read back
 // for delivery. A receiver that finds a spool.db imports what was pending or dead there
-// (store/log/import.cpp); tests drive it as a Store.
+// (store/log/log_import.cpp); tests drive it as a Store.
 //
 // put_batch() is one transaction (one sync) for the batch.
 
