@@ -393,8 +393,10 @@ DeliveryResult deliver(const DeliveryRequest& request, const RetryPolicy& policy
     return out;
   }
   int transport_errors = 0;
+  double planned_delay_ms = 0;
   while (true) {
     out.attempts.push_back(post_once(*target, request));
+    out.attempts.back().planned_delay_ms = planned_delay_ms;
     const auto& last = out.attempts.back();
     const int attempts = static_cast<int>(out.attempts.size());
     if (policy.on_attempt) policy.on_attempt(attempts, last);
@@ -409,9 +411,9 @@ DeliveryResult deliver(const DeliveryRequest& request, const RetryPolicy& policy
       break;
     }
     const double jitter = policy.jitter ? policy.jitter() : default_jitter();
-    const double delay_ms = (std::ldexp(1000.0, k) + 999.0 * jitter) * policy.scale;
-    std::this_thread::sleep_until(last.finished +
-                                  std::chrono::microseconds(std::llround(delay_ms * 1000.0)));
+    planned_delay_ms = (std::ldexp(1000.0, k) + 999.0 * jitter) * policy.scale;
+    std::this_thread::sleep_until(
+        last.finished + std::chrono::microseconds(std::llround(planned_delay_ms * 1000.0)));
   }
   return out;
 }

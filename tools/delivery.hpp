@@ -22,33 +22,34 @@ struct Target {
   std::string scheme;  // "http" or "https"
   std::string host;
   int port = 0;
-  std::string path;             // path + query, at least "/"
-  std::string host_header;      // host[:port], port omitted when default
-  std::string authorization;    // "Basic …" or empty
+  std::string path;           // path + query, at least "/"
+  std::string host_header;    // host[:port], port omitted when default
+  std::string authorization;  // "Basic …" or empty
 };
 Result<Target> parse_target(std::string_view url);
 
 struct DeliveryRequest {
   std::string url;
   std::string body;
-  std::string secret;                          // the x-hook-secret header value ("" = omit it)
+  std::string secret;  // the x-hook-secret header value ("" = omit it)
   std::string origin = "http://localhost:3000";
-  bool keep_alive = false;                     // false: "Connection: close", as Node 18 sends
+  bool keep_alive = false;                           // false: "Connection: close", as Node 18 sends
   std::optional<std::chrono::milliseconds> timeout;  // none = wait forever, as Tiledesk does
   std::vector<std::pair<std::string, std::string>> extra_headers;  // for tampering tests
 };
 
 struct AttemptResult {
-  int status = 0;             // 0 = transport error (refused, reset, timeout, TLS)
-  std::string error;          // transport error text
-  std::string body;           // response body
+  int status = 0;     // 0 = transport error (refused, reset, timeout, TLS)
+  std::string error;  // transport error text
+  std::string body;   // response body
   std::string content_type;
   std::chrono::steady_clock::time_point started, finished;
+  double planned_delay_ms = 0;  // the retry delay drawn before this attempt (0 for the first)
 };
 
 struct RetryPolicy {
-  bool enabled = true;        // false: exactly one attempt
-  double scale = 1.0;         // multiplies every delay (tests use e.g. 0.01)
+  bool enabled = true;  // false: exactly one attempt
+  double scale = 1.0;   // multiplies every delay (tests use e.g. 0.01)
   // Returns jitter in [0, 1); default: uniform random. Delay = (2^k * 1000 + 999*jitter) ms.
   std::function<double()> jitter;
   // Called after each attempt (logging).

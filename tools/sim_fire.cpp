@@ -165,6 +165,7 @@ Json to_json(const FireReport& report) {
       aj["started_ms"] = ms_between(report.started, a.started);
       aj["finished_ms"] = ms_between(report.started, a.finished);
       aj["duration_ms"] = ms_between(a.started, a.finished);
+      aj["delay_ms"] = a.planned_delay_ms;
       attempts.push_back(std::move(aj));
     }
     j["attempts"] = std::move(attempts);
