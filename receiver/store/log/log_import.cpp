@@ -124,6 +124,7 @@ Status LogStore::import_old_spool() {
   StateChange change;
   std::int64_t pending = 0, dead = 0;
   {
+    std::lock_guard state_lock(state_mu_);
     std::lock_guard lock(mu_);
     for (std::size_t k = 0; k < order.size(); ++k) {
       const OldEvent& e = *order[k];

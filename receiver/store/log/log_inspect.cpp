@@ -86,6 +86,7 @@ Result<std::vector<DeliveryInfo>> LogStore::list(const ListFilter& filter) {
     return true;
   };
   const std::size_t limit = filter.limit == 0 ? SIZE_MAX : filter.limit;
+  std::lock_guard state_lock(state_mu_);
   std::lock_guard lock(mu_);
   std::vector<Row> rows;
   std::set<std::pair<std::string, std::uint64_t>> dead_keys;
@@ -152,6 +153,7 @@ Result<std::vector<DeliveryInfo>> LogStore::list(const ListFilter& filter) {
 }
 
 Result<Details> LogStore::show(const std::string& delivery_id) {
+  std::lock_guard state_lock(state_mu_);
   std::lock_guard lock(mu_);
   return show_locked(delivery_id);
 }
@@ -225,6 +227,7 @@ Result<Details> LogStore::show_locked(const std::string& delivery_id) {
 }
 
 Result<StoreCounts> LogStore::counts(const std::optional<std::string>& sink) {
+  std::lock_guard state_lock(state_mu_);
   std::lock_guard lock(mu_);
   StoreCounts c;
   auto dead = state_->dead_count(sink);
@@ -250,7 +253,8 @@ Result<std::int64_t> LogStore::retry(const std::optional<std::string>& delivery_
   if (!delivery_id && !all_dead) {
     return Error{ErrorCode::invalid_input, "retry needs a delivery id or all dead deliveries"};
   }
-  std::lock_guard lock(mu_);
+  std::lock_guard state_lock(state_mu_);
+  std::unique_lock lock(mu_);
   const std::int64_t now = now_ms();
   StateChange change;
   std::int64_t moved = 0;
@@ -321,14 +325,20 @@ Result<std::int64_t> LogStore::retry(const std::optional<std::string>& delivery_
     }
   }
   pending_cache_.store(pending_locked());
+  lock.unlock();
   if (auto applied = apply_state(std::move(change)); !applied) return std::move(applied).error();
   return moved;
 }
 
 Result<std::int64_t> LogStore::purge_delivered(std::int64_t older_than_ms) {
-  std::lock_guard lock(mu_);
+  std::lock_guard state_lock(state_mu_);
   std::int64_t removed = 0;
-  remove_segments(now_ms(), older_than_ms, false, &removed);
+  std::uint64_t first_kept = 0;
+  {
+    std::lock_guard lock(mu_);
+    first_kept = remove_segments(now_ms(), older_than_ms, false, &removed);
+  }
+  forget_attempts(first_kept);
   return removed;
 }
 

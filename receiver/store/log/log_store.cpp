@@ -130,7 +130,11 @@ void LogStore::set_on_commit(std::function<void()> callback) {
 }
 
 Status LogStore::roll_segment(std::uint64_t first_seq) {
-  auto file = SegmentFile::open(dir_ / segment_file_name(first_seq), first_seq, true, 0);
+  // The new name is synced into the directory only where the data itself is synced: a crash of
+  // the process keeps the directory entry, and a sync of the directory behind a busy disk (an
+  // ext4 journal commit) held up every answer of the batch for tens of milliseconds.
+  auto file = SegmentFile::open(dir_ / segment_file_name(first_seq), first_seq, true, 0,
+                                options_.store.durability == Durability::power);
   if (!file) return std::move(file).error();
   {
     std::lock_guard lock(mu_);
@@ -412,7 +416,8 @@ Status LogStore::apply_state(StateChange change) {
 }
 
 Status LogStore::mark_batch(const std::vector<Mark>& marks) {
-  std::lock_guard lock(mu_);
+  std::lock_guard state_lock(state_mu_);
+  std::unique_lock lock(mu_);
   StateChange change;
   std::set<SinkState*> touched;
   for (const auto& m : marks) {
@@ -477,18 +482,40 @@ Status LogStore::mark_batch(const std::vector<Mark>& marks) {
   for (SinkState* s : touched) change.cursors.emplace_back(s->name, s->cursor);
   trim_window();
   pending_cache_.store(pending_locked());
+  lock.unlock();
   return apply_state(std::move(change));
 }
 
 void LogStore::maintain(bool idle) noexcept {
   const std::int64_t now = now_ms();
-  std::lock_guard lock(mu_);
-  if (!idle && now - last_upkeep_ms_ < kUpkeepEveryMs) return;
-  last_upkeep_ms_ = now;
-  try {
+  // Between two batches the writer thread does not wait for a sink's state.db write: the upkeep
+  // is done at the next chance instead.
+  std::unique_lock state_lock(state_mu_, std::defer_lock);
+  if (idle) {
+    state_lock.lock();
+  } else if (!state_lock.try_lock()) {
+    return;
+  }
+  std::uint64_t first_kept = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (!idle && now - last_upkeep_ms_ < kUpkeepEveryMs) return;
+    last_upkeep_ms_ = now;
     dedup_.expire(now);
-    remove_segments(now, INT64_MAX, true, nullptr);
-    if (!unwritten_.empty()) (void)apply_state(StateChange{});
+    // While state.db is behind memory (a failed write), no segment goes: the cursors that
+    // would let it go are not durable yet.
+    if (unwritten_.empty()) first_kept = remove_segments(now, INT64_MAX, true, nullptr);
+  }
+  if (!unwritten_.empty()) {
+    (void)apply_state(StateChange{});
+    return;
+  }
+  forget_attempts(first_kept);
+}
+
+void LogStore::forget_attempts(std::uint64_t before) noexcept {
+  try {
+    (void)state_->forget_attempts_before(before);
   } catch (const std::exception& e) {
     log_.error("log: upkeep failed", LogFields().add("error", e.what()));
   }
@@ -511,8 +538,8 @@ std::uint64_t LogStore::low_water() const noexcept {
 // Removes whole segments, oldest first, that every sink is past, that are older than
 // `older_than_ms`, and (keep_window) whose keys the de-duplication window no longer needs. Never
 // the segment being written.
-void LogStore::remove_segments(std::int64_t now_ms, std::int64_t older_than_ms, bool keep_window,
-                               std::int64_t* removed) {
+std::uint64_t LogStore::remove_segments(std::int64_t now_ms, std::int64_t older_than_ms,
+                                        bool keep_window, std::int64_t* removed) {
   const std::uint64_t low = low_water();
   const std::int64_t window_cutoff = now_ms - options_.store.dedup_window.count();
   while (segments_.size() > 1) {
@@ -539,8 +566,7 @@ void LogStore::remove_segments(std::int64_t now_ms, std::int64_t older_than_ms, 
     segments_.erase(it);
     last_hit_ = nullptr;
   }
-  (void)state_->forget_attempts_before(segments_.empty() ? next_seq_
-                                                         : segments_.begin()->second.first_seq);
+  return segments_.empty() ? next_seq_ : segments_.begin()->second.first_seq;
 }
 
 }  // namespace log

@@ -113,7 +113,8 @@ class LogStore final : public Store {
   Status recover_segments(bool& any);
   Status load_sinks(bool state_existed, bool any_segment);
 
-  // Everything below is guarded by mu_, except what says otherwise.
+  // Everything below is guarded by mu_, except what says otherwise. apply_state() and every use
+  // of state_ also need state_mu_.
   SegmentIndex* segment_of(std::uint64_t seq) noexcept;
   bool due_to(std::uint64_t seq, std::uint32_t bit) noexcept;
   std::uint32_t mask_of(const std::vector<std::string>& sinks) const;
@@ -126,8 +127,11 @@ class LogStore final : public Store {
                const std::vector<KeyHash>& keys);
   Status apply_state(StateChange change);
   std::uint64_t low_water() const noexcept;
-  void remove_segments(std::int64_t now_ms, std::int64_t older_than_ms, bool keep_window,
-                       std::int64_t* removed);
+  // Returns the first sequence number still in a segment (attempts before it can be forgotten,
+  // forget_attempts() with state_mu_ and without mu_).
+  std::uint64_t remove_segments(std::int64_t now_ms, std::int64_t older_than_ms, bool keep_window,
+                                std::int64_t* removed);
+  void forget_attempts(std::uint64_t before) noexcept;  // state_mu_
   void trim_window();
   Status roll_segment(std::uint64_t first_seq);  // write_mu_
   Result<Details> show_locked(const std::string& delivery_id);
@@ -143,9 +147,15 @@ class LogStore final : public Store {
   std::unique_ptr<SegmentFile> active_;
   std::string buffer_;
 
+  // state.db is written by the sinks' threads (mark_batch) and upkeep, and a write may wait for
+  // a sync (SQLite's checkpoints). It has a lock of its own, taken before mu_ and held without
+  // mu_ while SQLite works, so that put_batch (which needs only mu_) never waits for state.db:
+  // with everything under mu_, answers waited for state.db's syncs behind a busy disk (p99 of
+  // 15-40 ms with unique events at 30k/s, against 3 ms with the data directory on tmpfs).
+  mutable std::mutex state_mu_;
+  std::unique_ptr<StateDb> state_;  // state_mu_
+  StateChange unwritten_;  // state_mu_: changes a failed apply kept, written before the next one
   mutable std::mutex mu_;
-  std::unique_ptr<StateDb> state_;
-  StateChange unwritten_;  // state changes a failed apply kept, written before the next one
   std::map<std::uint64_t, SegmentIndex> segments_;  // by first seq
   SegmentIndex* last_hit_ = nullptr;
   DedupIndex dedup_;

@@ -380,7 +380,7 @@ Result<std::vector<std::pair<std::uint64_t, std::filesystem::path>>> list_segmen
 
 Result<std::unique_ptr<SegmentFile>> SegmentFile::open(const std::filesystem::path& path,
                                                        std::uint64_t first_seq, bool create,
-                                                       std::uint64_t valid_size) {
+                                                       std::uint64_t valid_size, bool sync_dir) {
   if (create && valid_size != 0)
     return Error{ErrorCode::invalid_input, "a new segment " + path.string() + " has no valid end " +
                                                std::to_string(valid_size)};
@@ -389,13 +389,13 @@ Result<std::unique_ptr<SegmentFile>> SegmentFile::open(const std::filesystem::pa
   if (fd.get() < 0)
     return sys_error(std::string(create ? "cannot create " : "cannot open ") + path.string(),
                      errno);
-  if (create) {
+  if (create && sync_dir) {
     if (auto s = fsync_directory(path.parent_path()); !s) {
       // Without the directory synced the name may not survive; a retry starts from no file.
       ::unlink(path.c_str());
       return std::move(s).error();
     }
-  } else {
+  } else if (!create) {
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) return sys_error("cannot stat " + path.string(), errno);
     if (static_cast<std::uint64_t>(st.st_size) != valid_size)

@@ -83,12 +83,13 @@ Result<std::vector<std::pair<std::uint64_t, std::filesystem::path>>> list_segmen
 class SegmentFile {
  public:
   // Opens `path` for append at `valid_size` (the valid end found by a scan). create=true creates
-  // the file (failing if it exists; valid_size must then be 0) and fsyncs its directory, so that
-  // the new name survives a power loss. create=false refuses a file whose size is not
-  // valid_size: cutting a torn tail is the caller's decision (truncate_file), never done here.
+  // the file (failing if it exists; valid_size must then be 0) and, with sync_dir, fsyncs its
+  // directory, so that the new name survives a power loss. create=false refuses a file whose size
+  // is not valid_size: cutting a torn tail is the caller's decision (truncate_file), never done
+  // here.
   static Result<std::unique_ptr<SegmentFile>> open(const std::filesystem::path& path,
                                                    std::uint64_t first_seq, bool create,
-                                                   std::uint64_t valid_size);
+                                                   std::uint64_t valid_size, bool sync_dir = true);
   ~SegmentFile();
   SegmentFile(const SegmentFile&) = delete;
   SegmentFile& operator=(const SegmentFile&) = delete;
