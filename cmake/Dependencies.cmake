@@ -19,6 +19,9 @@ target_compile_definitions(tdhook_tomlplusplus INTERFACE TOML_HEADER_ONLY=1 TOML
 # Debian's cpp-httplib is a compiled library that ships only a pkg-config file; its Cflags carry
 # -DCPPHTTPLIB_OPENSSL_SUPPORT etc., which must reach our code or the class layouts differ.
 pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+# The NATS C client (with JetStream): the receiver's distributed store, --store nats://. Through
+# pkg-config, as the package's CMake file only knows a build type "None".
+pkg_check_modules(NATS REQUIRED IMPORTED_TARGET libnats)
 if(TDHOOK_BUILD_TESTS)
   find_package(doctest CONFIG REQUIRED)
 endif()

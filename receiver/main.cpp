@@ -8,15 +8,16 @@
 #include <optional>
 #include <thread>
 
-#include "config/config.hpp"
-#include "delivery/dispatcher.hpp"
 #include "base/log.hpp"
 #include "base/metrics.hpp"
+#include "config/config.hpp"
+#include "delivery/dispatcher.hpp"
 #include "delivery/process.hpp"
 #include "delivery/reply.hpp"
 #include "intake/server.hpp"
 #include "store/admin.hpp"
 #include "store/log/log_store.hpp"
+#include "store/nats/nats_store.hpp"
 
 namespace tdhook::receiver {
 namespace {
@@ -52,6 +53,85 @@ sigset_t handled_signals() {
   return set;
 }
 
+// The store the configuration names: NATS JetStream with --store, else the embedded log.
+Result<std::unique_ptr<Store>> open_store(const Config& config, const Logger& log) {
+  if (config.store_url.empty()) {
+    LogStoreOptions options;
+    options.store.data_dir = config.data_dir;
+    options.store.durability = config.durability;
+    options.store.dedup_window = config.dedup_window;
+    options.store.max_pending = config.max_pending;
+    for (const auto& sink : config.sinks) options.store.sinks.push_back(sink.name);
+    return open_log_store(options, log);
+  }
+  NatsStoreOptions options;
+  options.url = config.store_url;
+  options.stream = config.stream;
+  options.replicas = config.replicas;
+  options.creds_file = config.store_creds;
+  options.ca_file = config.store_ca;
+  options.timeout = config.store_timeout;
+  options.dedup_window = config.dedup_window;
+  options.max_pending = config.max_pending;
+  for (const auto& sink : config.sinks) {
+    NatsSinkOptions s;
+    s.name = sink.name;
+    s.in_order = sink_in_order(sink);
+    // In order: one batch in flight across every worker, so batches are written one after
+    // another. Side by side: as many as the workers run, a few times over.
+    s.max_in_flight = s.in_order ? static_cast<int>(sink_batch_limit(sink))
+                                 : std::max(64, sink.exec_concurrency * 8);
+    if (sink.spec.starts_with("exec")) {
+      s.ack_wait = std::max(s.ack_wait, 2 * sink.exec_timeout + std::chrono::seconds(5));
+    }
+    options.sinks.push_back(std::move(s));
+  }
+  auto store = open_nats_store(options, log);
+  if (store) {
+    // What a 200 means here, said once at start (nats-server 2.9 syncs to disk in the
+    // background, about once a minute: nats-io/nats-server#7564).
+    log.info("store: NATS JetStream",
+             LogFields()
+                 .add("url", config.store_url)
+                 .add("stream", config.stream)
+                 .add("replicas", config.replicas)
+                 .add("a_200_means", config.replicas >= 3
+                                         ? "held by a quorum of JetStream servers, not yet synced "
+                                           "to a disk"
+                                         : "held by the JetStream server process, not yet synced "
+                                           "to a disk"));
+  }
+  return store;
+}
+
+// --deliver-only: the dispatcher runs until SIGTERM/SIGINT; no HTTP.
+int deliver_only(const Config& config, Store& store, const Logger& log) {
+  Metrics metrics;
+  auto dispatcher = Dispatcher::start(store, config.sinks, log, metrics);
+  if (!dispatcher) {
+    log.error("cannot start the sinks", LogFields().add("reason", dispatcher.error().detail));
+    return exit_config;
+  }
+  log.info("delivering", LogFields()
+                             .add("store", config.store_url)
+                             .add("sinks", static_cast<std::int64_t>(config.sinks.size())));
+  const auto set = handled_signals();
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&set, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      (*dispatcher)->reopen_files();
+      log.info("SIGHUP: reopening file sinks");
+      continue;
+    }
+    log.info("stopping", LogFields().add("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+    break;
+  }
+  (*dispatcher)->stop();
+  log.info("stopped");
+  return 0;
+}
+
 int serve(const Config& config, const Logger& log) {
   auto verifier = make_verifier(config, log);
   if (!verifier) {
@@ -59,22 +139,21 @@ int serve(const Config& config, const Logger& log) {
     std::cerr << "tdhook-receiver: " << verifier.error().detail << '\n';
     return exit_config;
   }
-  LogStoreOptions store_options;
-  store_options.store.data_dir = config.data_dir;
-  store_options.store.durability = config.durability;
-  store_options.store.dedup_window = config.dedup_window;
-  store_options.store.max_pending = config.max_pending;
-  for (const auto& sink : config.sinks) store_options.store.sinks.push_back(sink.name);
-  auto spool = open_log_store(store_options, log);
+  auto spool = open_store(config, log);
   if (!spool) {
     log.error("cannot open the store", LogFields().add("reason", spool.error().detail));
     std::cerr << "tdhook-receiver: cannot open the store: " << spool.error().detail << '\n';
     return exit_runtime;
   }
-  // `tdhook spool` reaches the store through this while we hold it. Without it the receiver
-  // still takes and delivers events, so a failure is logged, not fatal.
-  auto admin = AdminServer::start(**spool, admin_socket_path(config.data_dir), log);
-  if (!admin) {
+  if (config.deliver_only) return deliver_only(config, **spool, log);
+  // `tdhook spool` reaches the embedded store through this while we hold it (a NATS store it
+  // reaches on its own). Without it the receiver still takes and delivers events, so a failure
+  // is logged, not fatal.
+  Result<std::unique_ptr<AdminServer>> admin =
+      Error{ErrorCode::invalid_input, "the store is not the embedded log"};
+  if (config.store_url.empty())
+    admin = AdminServer::start(**spool, admin_socket_path(config.data_dir), log);
+  if (!admin && config.store_url.empty()) {
     log.error("no admin socket: tdhook spool cannot reach this receiver",
               LogFields().add("reason", admin.error().detail));
   }

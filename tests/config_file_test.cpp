@@ -206,9 +206,9 @@ TEST_SUITE("config file") {
     TempDir dir;
     const auto receiver_array = load(dir, "[[receiver]]\nlisten = \"127.0.0.1:0\"\n");
     CHECK_FALSE(receiver_array.run);
-    CHECK(
-        receiver_array.err.find(":1: unknown table 'receiver' (expected [receiver] or [[sink]])") !=
-        std::string::npos);
+    CHECK(receiver_array.err.find(
+              ":1: unknown table 'receiver' (expected [receiver], [store] or [[sink]])") !=
+          std::string::npos);
     const auto sink_table = load(dir, "[sink]\nspec = \"stdout\"\n");
     CHECK_FALSE(sink_table.run);
     CHECK(sink_table.err.find("unknown table 'sink'") != std::string::npos);

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "config/config_file.hpp"
+#include "store/nats/nats_store.hpp"
 
 namespace tdhook::receiver {
 namespace {
@@ -166,6 +167,18 @@ const std::vector<Key>& receiver_keys() {
       {"reply_timeout", Kind::scalar, "reply command timeout (default 5s)"},
       {"keep_token", Kind::flag, "keep the token (an API credential) in event records"},
       {"log_level", Kind::scalar, "debug|info|warn|error (default info)"},
+      {"store", Kind::scalar,
+       "nats://HOST:PORT[,HOST:PORT...] (or tls://): events in NATS JetStream instead of the "
+       "embedded log in --data-dir"},
+      {"stream", Kind::scalar, "JetStream stream name (default TDHOOK)"},
+      {"replicas", Kind::scalar, "copies of the stream in the NATS cluster (default 1)"},
+      {"store_creds", Kind::scalar,
+       "file with the NATS credentials: a .creds file, user:password or a token"},
+      {"store_ca", Kind::scalar, "CA certificates (PEM) for a tls:// store"},
+      {"store_timeout", Kind::scalar,
+       "how long an event waits for JetStream's acknowledgement before 503 (default 2s)"},
+      {"deliver_only", Kind::flag,
+       "serve no HTTP: deliver the NATS store's events to the sinks (a worker)"},
   };
   return keys;
 }
@@ -326,6 +339,17 @@ Status apply_receiver_key(const std::string& key, const Setting& s, Config& c, S
     }
     return Ok{};
   }
+  if (key == "store") {
+    if (!is_nats_url(s.value())) return bad(s, "expected nats://HOST:PORT[,HOST:PORT...]");
+    c.store_url = s.value();
+    return Ok{};
+  }
+  if (key == "stream") return c.stream = s.value(), Status(Ok{});
+  if (key == "replicas") return to_integer(s, c.replicas, 1, 5);
+  if (key == "store_creds") return c.store_creds = s.value(), Status(Ok{});
+  if (key == "store_ca") return c.store_ca = s.value(), Status(Ok{});
+  if (key == "store_timeout") return to_duration(s, c.store_timeout);
+  if (key == "deliver_only") return to_bool(s, c.deliver_only);
   if (key == "file_max_bytes") return to_size(s, d.file_max_bytes);
   if (key == "exec_timeout") return to_duration(s, d.exec_timeout);
   if (key == "exec_concurrency") return to_integer(s, d.exec_concurrency, 1, 1024);
@@ -396,12 +420,32 @@ Result<std::vector<const TomlTable*>> read_file_settings(const TomlDocument& doc
       sinks.push_back(&table);
       continue;
     }
-    if (table.name != "receiver" || table.array_element) {
+    const bool store = table.name == "store" && !table.array_element;
+    if ((table.name != "receiver" || table.array_element) && !store) {
       return Error{ErrorCode::invalid_config, toml_where(doc, table.line) + "unknown table '" +
                                                   table.name +
-                                                  "' (expected [receiver] or [[sink]])"};
+                                                  "' (expected [receiver], [store] or [[sink]])"};
     }
-    for (const auto& [key, value] : table.entries) {
+    for (const auto& [file_key, value] : table.entries) {
+      // [store] url/stream/replicas/creds/ca/timeout are the --store... flags.
+      std::string key = file_key;
+      if (store) {
+        static const std::map<std::string, std::string> store_keys = {
+            {"url", "store"},
+            {"stream", "stream"},
+            {"replicas", "replicas"},
+            {"creds", "store_creds"},
+            {"ca", "store_ca"},
+            {"timeout", "store_timeout"},
+            {"deliver_only", "deliver_only"}};
+        const auto k = store_keys.find(file_key);
+        if (k == store_keys.end()) {
+          return bad(from_toml(doc, file_key, value),
+                     "unknown [store] key (expected url, stream, replicas, creds, ca, timeout, "
+                     "deliver_only)");
+        }
+        key = k->second;
+      }
       auto s = from_toml(doc, key, value);
       const bool list_ok = key == "pass_env" || key == "reply" || key == "secret_file" ||
                            key == "global_key" || key == "global_secret_file";
@@ -497,6 +541,18 @@ Status build(CLI::App& app, const std::map<std::string, std::vector<std::string>
   }
   config.pass_env = defaults.pass_env;
   for (auto& sink : config.sinks) sink.file_sync = config.durability == Durability::power;
+  if (!config.store_url.empty() && config.durability == Durability::power) {
+    return Error{ErrorCode::invalid_config,
+                 "--durability power cannot be kept with a NATS store: nats-server 2.9 "
+                 "acknowledges a publish before it reaches the disk (it syncs about once a "
+                 "minute; nats-io/nats-server#7564), so a 200 means held by the server process "
+                 "(one replica) or by a quorum of servers (three), not written to a disk"};
+  }
+  if (config.deliver_only && config.store_url.empty()) {
+    return Error{ErrorCode::invalid_config,
+                 "--deliver-only needs a NATS store (--store nats://...): the embedded log "
+                 "belongs to one receiver"};
+  }
   if (config.tls_cert.empty() != config.tls_key.empty()) {
     return Error{ErrorCode::invalid_config, "--tls-cert and --tls-key go together"};
   }

@@ -53,6 +53,14 @@ struct Config {
   std::chrono::milliseconds reply_timeout{5000};
   bool keep_token = false;
   LogLevel log_level = LogLevel::info;
+  // --store nats://... (or [store] url in the file): events go to NATS JetStream instead of the
+  // embedded log in data_dir (store/nats/nats_store.hpp).
+  std::string store_url;
+  std::string stream = "TDHOOK";
+  int replicas = 1;
+  std::string store_creds, store_ca;
+  std::chrono::milliseconds store_timeout{2000};
+  bool deliver_only = false;  // no HTTP listener: a delivery worker of a NATS store
 };
 
 // What main() should do after reading the command line.

@@ -136,9 +136,7 @@ class SinkRunner {
  private:
   // Only a per-event exec sink runs deliveries side by side. A file, stdout or exec-stream
   // sink delivers batches in order from this one thread, whatever --exec-concurrency says.
-  bool concurrent() const noexcept {
-    return config_.exec_concurrency > 1 && config_.spec.starts_with("exec:");
-  }
+  bool concurrent() const noexcept { return !sink_in_order(config_); }
 
   void loop() {
     ::pthread_setname_np(::pthread_self(), "tdhook-sink");
@@ -434,7 +432,30 @@ Result<std::unique_ptr<Sink>> make_sink(const SinkConfig& config, const Logger& 
 
 }  // namespace
 
+bool sink_in_order(const SinkConfig& config) noexcept {
+  return !(config.exec_concurrency > 1 && config.spec.starts_with("exec:"));
+}
+
+std::size_t sink_batch_limit(const SinkConfig& config) noexcept {
+  const std::string_view spec = config.spec;
+  if (spec == "stdout") return kStdoutBatch;
+  if (spec.starts_with("file:")) return kFileBatch;
+  if (spec.starts_with("exec-stream:")) return kStreamBatch;
+  return 1;
+}
+
 Result<SinkConfig> parse_sink_spec(std::string_view spec) {
+  if (const auto eq = spec.find('='); eq != std::string_view::npos && eq > 0) {
+    const auto name = spec.substr(0, eq);
+    const bool is_name = std::all_of(name.begin(), name.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '-';
+    });
+    if (is_name) {
+      auto named = parse_sink_spec(spec.substr(eq + 1));
+      if (named) named->name = std::string(name);
+      return named;
+    }
+  }
   SinkConfig config;
   config.spec = std::string(spec);
   config.name = config.spec;

@@ -45,7 +45,13 @@ struct SinkConfig {
 };
 
 // Parses a spec into a SinkConfig with defaults (name = spec). invalid_config on bad specs.
+// "NAME=SPEC" (NAME of letters, digits, - and _) gives the sink that name.
 Result<SinkConfig> parse_sink_spec(std::string_view spec);
+
+// Whether the sink delivers in arrival order (every sink but an exec: sink that runs several
+// scripts at once), and how many deliveries one of its batches takes.
+bool sink_in_order(const SinkConfig& config) noexcept;
+std::size_t sink_batch_limit(const SinkConfig& config) noexcept;
 
 class Dispatcher {
  public:

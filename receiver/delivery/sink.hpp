@@ -21,6 +21,11 @@ struct DeliveryOutcome {
   std::string error;  // why it failed: "exit status 3", "write: No space left on device"
 };
 
+// Deliveries per batch (Sink::batch_limit) of the sinks that take more than one at a time.
+inline constexpr std::size_t kStdoutBatch = 64;
+inline constexpr std::size_t kFileBatch = 256;    // one write (and with power one sync) each
+inline constexpr std::size_t kStreamBatch = 256;  // exec-stream: records in flight at once
+
 class Sink {
  public:
   virtual ~Sink() = default;

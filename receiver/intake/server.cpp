@@ -9,11 +9,11 @@
 
 #include <httplib.h>
 
-#include "store/dedup_cache.hpp"
 #include "http/http_loop.hpp"
+#include "intake/status.hpp"
+#include "store/dedup_cache.hpp"
 #include "store/record.hpp"
 #include "store/spool_writer.hpp"
-#include "intake/status.hpp"
 
 namespace tdhook::receiver {
 namespace {
@@ -283,9 +283,17 @@ struct HttpServer::Impl final : HttpHandler {
   }
 
   HttpResponse healthz(const RequestInfo& info) const {
-    if (spool.writable()) return answer(info, HttpOutcome{200, "healthz"}, R"({"ok":true})");
-    return answer(info, HttpOutcome{503, "healthz_spool_not_writable"},
-                  error_body("spool_not_writable"));
+    const std::string store = spool.health_json();
+    if (spool.writable()) {
+      return answer(info, HttpOutcome{200, "healthz"},
+                    store.empty() ? R"({"ok":true})" : R"({"ok":true,"store":)" + store + "}");
+    }
+    if (store.empty()) {
+      return answer(info, HttpOutcome{503, "healthz_spool_not_writable"},
+                    error_body("spool_not_writable"));
+    }
+    return answer(info, HttpOutcome{503, "healthz_store_unavailable"},
+                  R"({"ok":false,"error":"store_unavailable","store":)" + store + "}");
   }
 
   HttpResponse metrics_page() const {
@@ -293,7 +301,7 @@ struct HttpServer::Impl final : HttpHandler {
     metrics.set_store_bytes(spool.disk_bytes());
     HttpResponse res;
     res.content_type = "text/plain; version=0.0.4";
-    res.body = metrics.render();
+    res.body = metrics.render() + spool.metrics_text();
     return res;
   }
 

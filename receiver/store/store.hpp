@@ -170,6 +170,10 @@ class Store {
   virtual std::uint64_t commits() const noexcept = 0;  // batches written
   // Bytes the store holds on disk (segments), for /metrics; 0 where it cannot tell cheaply.
   virtual std::uint64_t disk_bytes() const noexcept { return 0; }
+  // Lines for /metrics (Prometheus text) and a JSON object for /healthz's "store" member; empty
+  // where the store has nothing of its own to add.
+  virtual std::string metrics_text() const { return {}; }
+  virtual std::string health_json() const { return {}; }
   // Called by the writing thread between batches (`idle`: nothing written for a while).
   virtual void maintain(bool /*idle*/) noexcept {}
   // Called after each batch that stored at least one event (dispatcher wake-up).

@@ -45,7 +45,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-constexpr std::size_t stream_batch_limit = 256;
+constexpr std::size_t stream_batch_limit = kStreamBatch;
 // An acknowledgement is a short line; a longer one is garbage (a consumer echoing records).
 constexpr std::size_t ack_line_max = 8 * 1024;
 constexpr std::size_t stderr_line_max = 4 * 1024;  // per log line; the rest of the line is dropped

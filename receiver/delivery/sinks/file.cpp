@@ -56,7 +56,7 @@ class FileSink final : public Sink {
     }
   }
 
-  std::size_t batch_limit() const noexcept override { return 256; }
+  std::size_t batch_limit() const noexcept override { return kFileBatch; }
 
   void request_reopen() noexcept override { reopen_.store(true); }
 

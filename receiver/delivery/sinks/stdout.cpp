@@ -21,7 +21,7 @@ class StdoutSink final : public Sink {
  public:
   explicit StdoutSink(int fd) : fd_(fd) {}
 
-  std::size_t batch_limit() const noexcept override { return 64; }
+  std::size_t batch_limit() const noexcept override { return kStdoutBatch; }
 
   std::vector<DeliveryOutcome> deliver(const std::vector<Delivery>& batch) override {
     std::vector<DeliveryOutcome> outcomes;
