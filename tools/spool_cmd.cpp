@@ -21,8 +21,10 @@
 
 #include "base/log.hpp"
 #include "commands.hpp"
+#include "config/config.hpp"
 #include "store/admin.hpp"
 #include "store/log/log_store.hpp"
+#include "store/nats/nats_store.hpp"
 #include "store/record.hpp"
 #include "tdhook/pattern.hpp"
 
@@ -62,25 +64,6 @@ std::string one_line(std::string_view text, std::size_t max) {
   return out;
 }
 
-// "30s", "15m", "24h", "7d", "500ms".
-Result<std::int64_t> parse_duration_ms(std::string_view text) {
-  std::size_t digits = 0;
-  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits])) != 0) {
-    ++digits;
-  }
-  const std::string_view unit = text.substr(digits);
-  const std::int64_t scale = unit == "ms"  ? 1
-                             : unit == "s" ? 1000
-                             : unit == "m" ? 60 * 1000
-                             : unit == "h" ? 3600 * 1000
-                             : unit == "d" ? 24 * 3600 * 1000
-                                           : 0;
-  if (digits == 0 || digits > 9 || scale == 0) {
-    return Error{ErrorCode::invalid_input,
-                 "'" + std::string(text) + "' is not a duration (like 30s, 15m, 24h, 7d)"};
-  }
-  return std::stoll(std::string(text.substr(0, digits))) * scale;
-}
 
 // An ISO 8601 time, UTC unless it says otherwise: 2026-11-26, 2026-11-26T19:45,
 // 2026-11-26T19:45:04Z, 2026-11-26T19:45:04.5+02:00.
@@ -123,7 +106,7 @@ Result<std::int64_t> parse_iso_time(const std::string& text) {
 
 // --since: a duration back from now, or an ISO time.
 Result<std::int64_t> parse_since(const std::string& text, std::int64_t now) {
-  if (auto age = parse_duration_ms(text)) return now - *age;
+  if (auto age = receiver::parse_duration(text)) return now - age->count();
   return parse_iso_time(text);
 }
 
@@ -166,6 +149,8 @@ class Table {
 
 struct SpoolArgs {
   std::string data_dir = "./var/tdhook";
+  // --store nats://...: the JetStream store instead of --data-dir
+  std::string store, stream = "TDHOOK", store_creds, store_ca, store_timeout = "5s";
   // ls
   std::string state, events, sink, since;
   std::size_t limit = 1000;
@@ -186,6 +171,23 @@ int fail(int code, const std::string& message) {
 // The store must exist already: opening one in a mistyped directory would create an empty
 // store there and hide the mistake.
 Result<std::unique_ptr<Store>> open_store(const SpoolArgs& args) {
+  if (!args.store.empty()) {
+    if (!receiver::is_nats_url(args.store)) {
+      return Error{ErrorCode::invalid_config,
+                   "--store takes nats://HOST:PORT[,HOST:PORT...] (or tls://)"};
+    }
+    auto timeout = receiver::parse_duration(args.store_timeout);
+    if (!timeout) return std::move(timeout).error();
+    receiver::NatsStoreOptions options;
+    options.url = args.store;
+    options.stream = args.stream;
+    options.creds_file = args.store_creds;
+    options.ca_file = args.store_ca;
+    options.timeout = *timeout;
+    options.deliver = false;
+    options.for_inspection = true;
+    return receiver::open_nats_store(options, receiver::Logger(receiver::LogLevel::warn));
+  }
   const std::filesystem::path dir = args.data_dir;
   std::error_code ec;
   const auto has = [&](const char* name) { return std::filesystem::exists(dir / name, ec); };
@@ -348,11 +350,11 @@ int run_retry(const SpoolArgs& args) {
 
 int run_purge(const SpoolArgs& args) {
   if (!args.delivered) return fail(kUsage, "purge: only --delivered events can be purged");
-  auto age = parse_duration_ms(args.older_than);
+  auto age = receiver::parse_duration(args.older_than);
   if (!age) return fail(kUsage, "--older-than: " + age.error().detail);
   auto spool = open_store(args);
   if (!spool) return fail(kUsage, spool.error().detail);
-  auto n = (*spool)->purge_delivered(now_ms() - *age);
+  auto n = (*spool)->purge_delivered(now_ms() - age->count());
   if (!n) return fail(kUsage, n.error().detail);
   std::cout << "purged " << *n << (*n == 1 ? " event" : " events") << "\n";
   return 0;
@@ -374,9 +376,20 @@ void setup_spool(CLI::App& app) {
   spool->fallthrough();
   spool->add_option("--data-dir", args->data_dir, "The receiver's data directory")
       ->capture_default_str();
+  spool->add_option("--store", args->store,
+                    "A NATS JetStream store instead: nats://HOST:PORT[,HOST:PORT...]");
+  spool->add_option("--stream", args->stream, "The JetStream stream (with --store)")
+      ->capture_default_str();
+  spool->add_option("--store-creds", args->store_creds,
+                    "NATS credentials file: .creds, user:password or a token (with --store)");
+  spool->add_option("--store-ca", args->store_ca, "CA certificates for tls:// (with --store)");
+  spool->add_option("--store-timeout", args->store_timeout, "Wait for NATS answers this long")
+      ->capture_default_str();
   spool->footer(
       "Without a running receiver, the store in --data-dir is opened directly. While a receiver "
-      "holds it, every command is answered by that receiver over <data-dir>/admin.sock.");
+      "holds it, every command is answered by that receiver over <data-dir>/admin.sock. With "
+      "--store nats://..., the commands read and change the JetStream streams directly, whatever "
+      "receivers run.");
 
   auto* ls = spool->add_subcommand("ls", "List deliveries, oldest first");
   ls->add_option("--state", args->state, "pending, delivered or dead")

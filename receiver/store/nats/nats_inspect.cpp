@@ -3,6 +3,7 @@
 // dead-letter stream. A delivery above its consumer's floor is listed as pending (deliveries
 // acknowledged out of order, as concurrent exec runs leave them, are not told apart).
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "store/nats/nats_store_impl.hpp"
@@ -120,31 +121,44 @@ Result<std::vector<DeliveryInfo>> NatsStore::list(const ListFilter& filter) {
     if (filter.until_ms && d.received_at_ms > *filter.until_ms) return false;
     return true;
   };
+  // A (delivery, sink) has one row: dead while in the dead-letter stream, else as its newest
+  // message says (a dead letter sent back by `retry` is a newer message than the event).
   std::vector<DeliveryInfo> out;
-  if (!filter.state || *filter.state == DeliveryState::dead) {
-    auto s = scan(dead_stream_, prefix_ + ".dead.>", false, [&](natsMsg* m, std::uint64_t) {
-      auto info = info_of(m, header(m, kSinks), DeliveryState::dead);
-      if (wanted(info)) out.push_back(std::move(info));
-      return out.size() < limit;
-    });
-    if (!s) return std::move(s).error();
-  }
-  if (out.size() < limit && (!filter.state || *filter.state != DeliveryState::dead)) {
+  std::set<std::pair<std::string, std::string>> dead;
+  auto s = scan(dead_stream_, prefix_ + ".dead.>", false, [&](natsMsg* m, std::uint64_t) {
+    auto info = info_of(m, header(m, kSinks), DeliveryState::dead);
+    dead.emplace(info.delivery_id, info.sink);
+    if (wanted(info)) out.push_back(std::move(info));
+    return true;
+  });
+  if (!s) return std::move(s).error();
+  if (!filter.state || *filter.state != DeliveryState::dead) {
     auto fl = floors(filter.sink);
     if (!fl) return std::move(fl).error();
-    auto s = scan(options_.stream, prefix_ + ".>", false, [&](natsMsg* m, std::uint64_t seq) {
+    std::map<std::pair<std::string, std::string>, DeliveryInfo> newest;
+    std::vector<std::pair<std::string, std::string>> order;
+    s = scan(options_.stream, prefix_ + ".>", false, [&](natsMsg* m, std::uint64_t seq) {
       for (const auto& token : sink_tokens(m)) {
         const auto f = std::find_if(fl->begin(), fl->end(),
                                     [&](const FloorInfo& x) { return x.sink == token; });
         if (f == fl->end()) continue;
         auto info = info_of(
             m, token, seq <= f->ack_floor ? DeliveryState::delivered : DeliveryState::pending);
-        if (wanted(info)) out.push_back(std::move(info));
+        auto key = std::make_pair(info.delivery_id, token);
+        if (dead.count(key) != 0) continue;
+        if (newest.count(key) == 0) order.push_back(key);
+        newest[key] = std::move(info);
       }
-      return out.size() < limit;
+      return true;
     });
     if (!s) return std::move(s).error();
+    for (const auto& key : order) {
+      if (wanted(newest[key])) out.push_back(std::move(newest[key]));
+    }
   }
+  std::stable_sort(out.begin(), out.end(), [](const DeliveryInfo& a, const DeliveryInfo& b) {
+    return a.received_at_ms < b.received_at_ms;
+  });
   if (out.size() > limit) out.resize(limit);
   return out;
 }

@@ -161,6 +161,7 @@ NatsStore::~NatsStore() {
   if (js_pub_ != nullptr) jsCtx_Destroy(js_pub_);
   if (js_ != nullptr) jsCtx_Destroy(js_);
   if (nc_ != nullptr) {
+    closing_.store(true);
     natsConnection_Close(nc_);
     natsConnection_Destroy(nc_);
   }
@@ -458,6 +459,7 @@ void NatsStore::set_on_commit(std::function<void()> callback) {
 void NatsStore::on_disconnected(natsConnection*, void* closure) {
   auto* self = static_cast<NatsStore*>(closure);
   self->connected_.store(false);
+  if (self->closing_.load()) return;
   self->log_.warn("nats: disconnected; answering 503 until a server takes events again");
 }
 

@@ -140,7 +140,7 @@ class NatsStore final : public Store {
   std::vector<std::uint64_t> batch_dup_seq_;  // duplicate: the first occurrence's sequence
   std::size_t batch_left_ = 0;
 
-  std::atomic<bool> connected_{false}, stream_ok_{false};
+  std::atomic<bool> connected_{false}, stream_ok_{false}, closing_{false};
   std::atomic<std::uint64_t> commits_{0}, stream_msgs_{0}, stream_bytes_{0}, dead_msgs_{0};
   std::atomic<std::int64_t> pending_{0};
   std::mutex callback_mu_;
