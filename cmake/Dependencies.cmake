@@ -20,7 +20,8 @@ target_compile_definitions(tdhook_tomlplusplus INTERFACE TOML_HEADER_ONLY=1 TOML
 # -DCPPHTTPLIB_OPENSSL_SUPPORT etc., which must reach our code or the class layouts differ.
 pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 # The NATS C client (with JetStream): the receiver's distributed store, --store nats://. Through
-# pkg-config, as the package's CMake file only knows a build type "None".
+# pkg-config: Debian's CMake package (cnats::nats) names libnats_static.a and libprotobuf-c.so in
+# its export file, which libnats-dev does not install, so find_package(cnats) fails.
 pkg_check_modules(NATS REQUIRED IMPORTED_TARGET libnats)
 if(TDHOOK_BUILD_TESTS)
   find_package(doctest CONFIG REQUIRED)
