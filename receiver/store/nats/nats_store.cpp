@@ -655,20 +655,27 @@ Result<std::vector<Delivery>> NatsStore::due(const std::string& sink, std::int64
                                              std::size_t limit) {
   Consumer* c = consumer_of(sink);
   if (c == nullptr || c->sub == nullptr) return std::vector<Delivery>{};
-  std::lock_guard lock(c->mu);
   std::vector<Delivery> out;
-  // What was handed out and is not settled yet comes first (the dispatcher skips what runs).
-  for (const auto& [seq, h] : c->held) {
-    if (out.size() >= limit) break;
-    out.push_back(h.delivery);
+  std::size_t held = 0;
+  {
+    // What was handed out and is not settled yet comes first (the dispatcher skips what runs).
+    std::lock_guard lock(c->mu);
+    held = c->held.size();
+    for (const auto& [seq, h] : c->held) {
+      if (out.size() >= limit) break;
+      out.push_back(h.delivery);
+    }
   }
-  if (c->held.size() >= limit) return out;
-  const int want = static_cast<int>(std::min<std::size_t>(limit - c->held.size(), 4096));
+  if (held >= limit) return out;
+  // Fetched without the lock: only this sink's loop thread calls due(), while its workers settle
+  // (mark_batch) during the long poll.
+  const int want = static_cast<int>(std::min<std::size_t>(limit - held, 4096));
   natsMsgList list{};
   jsErrCode code = static_cast<jsErrCode>(0);
   const auto s = natsSubscription_Fetch(&list, c->sub, want, kFetchWaitMs, &code);
   if (s == NATS_TIMEOUT) return out;
   if (s != NATS_OK) return nats_error("nats: cannot fetch from " + c->durable, s, code);
+  std::lock_guard lock(c->mu);
   for (int i = 0; i < list.Count; ++i) {
     MsgPtr msg(list.Msgs[i]);
     list.Msgs[i] = nullptr;
