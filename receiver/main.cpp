@@ -1,9 +1,11 @@
 // tdhook-receiver: configuration, then the spool, the dispatcher and the HTTP server, until
 // SIGTERM/SIGINT. Signals are taken by a dedicated thread (sigwait), never by async handlers.
 
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <optional>
 #include <thread>
@@ -215,6 +217,11 @@ int serve(const Config& config, const Logger& log) {
 
 int main(int argc, char** argv) {
   using namespace tdhook::receiver;
+  // Records are made on the HTTP threads and freed on the writer's and the sinks': with glibc's
+  // default of 8 arenas per core, freed memory stayed spread over arenas and the resident size
+  // crept up under load (a 10-minute soak at 26k events/s: 50 -> 69 MiB; with two arenas flat
+  // at 55 MiB, throughput the same). MALLOC_ARENA_MAX in the environment still wins.
+  if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);
   // Blocked before any thread starts, so that every thread inherits the mask and only the
   // signal thread's sigwait() takes them.
   const auto set = handled_signals();
