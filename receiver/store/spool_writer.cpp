@@ -2,13 +2,17 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 
 namespace tdhook::receiver {
 
 SpoolWriter::SpoolWriter(Store& spool, std::size_t max_batch)
-    : spool_(spool), max_batch_(max_batch), thread_([this] { run(); }) {}
+    : spool_(spool), max_batch_(max_batch) {
+  const std::size_t n = std::max<std::size_t>(1, spool.writers());
+  for (std::size_t i = 0; i < n; ++i) threads_.emplace_back([this] { run(); });
+}
 
 SpoolWriter::~SpoolWriter() { stop(); }
 
@@ -29,8 +33,10 @@ void SpoolWriter::stop() {
     std::lock_guard lock(mutex_);
     stopping_ = true;
   }
-  cv_.notify_one();
-  if (thread_.joinable()) thread_.join();
+  cv_.notify_all();
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
 }
 
 void SpoolWriter::run() {

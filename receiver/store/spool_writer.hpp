@@ -1,9 +1,11 @@
 #pragma once
 // Asynchronous group commit in front of the spool: the HTTP event loops hand events over and go
-// on serving other connections; one writer thread takes everything queued, stores it with one
+// on serving other connections; a writer thread takes everything queued, stores it with one
 // transaction (Spool::put_batch: one sync for the batch) and calls each event's completion with
 // its own result. A batch grows with the load: whatever queues while a batch is being written
-// goes into the next one, and a lone event is written at once.
+// goes into the next one, and a lone event is written at once. There are Store::writers()
+// writer threads: one for the embedded log (one append at a time), several for a store whose
+// batch mostly waits for a server's acknowledgement (NATS), so that batches overlap.
 
 #include <condition_variable>
 #include <cstddef>
@@ -45,7 +47,7 @@ class SpoolWriter {
   std::condition_variable cv_;
   std::vector<Item> queue_;
   bool stopping_ = false;
-  std::thread thread_;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace tdhook::receiver

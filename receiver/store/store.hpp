@@ -168,6 +168,8 @@ class Store {
   // False after a disk failure, until a write works again.
   virtual bool writable() const noexcept = 0;
   virtual std::uint64_t commits() const noexcept = 0;  // batches written
+  // How many put_batch() calls may usefully run at once (SpoolWriter's threads).
+  virtual std::size_t writers() const noexcept { return 1; }
   // Bytes the store holds on disk (segments), for /metrics; 0 where it cannot tell cheaply.
   virtual std::uint64_t disk_bytes() const noexcept { return 0; }
   // Lines for /metrics (Prometheus text) and a JSON object for /healthz's "store" member; empty

@@ -518,12 +518,13 @@ void NatsStore::on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, voi
   auto* self = static_cast<NatsStore*>(closure);
   {
     std::lock_guard lock(self->batch_mu_);
-    const auto it = self->batch_index_.find(msg);
-    if (it != self->batch_index_.end() && self->batch_results_ != nullptr) {
-      PutResult& r = (*self->batch_results_)[it->second];
+    const auto it = self->in_flight_.find(msg);
+    if (it != self->in_flight_.end()) {
+      auto [batch, i] = it->second;
+      PutResult& r = (*batch->results)[i];
       if (pa != nullptr) {
         r.outcome = pa->Duplicate ? PutOutcome::duplicate : PutOutcome::stored;
-        if (pa->Duplicate) self->batch_dup_seq_[it->second] = pa->Sequence;
+        if (pa->Duplicate) batch->dup_seq[i] = pa->Sequence;
       } else {
         const std::string text = pae != nullptr && pae->ErrText != nullptr
                                      ? pae->ErrText
@@ -533,15 +534,14 @@ void NatsStore::on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, voi
             text.find("maximum") != std::string::npos ? PutOutcome::full : PutOutcome::failed;
         r.error = "nats: " + text;
       }
-      self->batch_index_.erase(it);
-      if (--self->batch_left_ == 0) self->batch_cv_.notify_all();
+      self->in_flight_.erase(it);
+      if (--batch->left == 0) self->batch_cv_.notify_all();
     }
   }
   natsMsg_Destroy(msg);
 }
 
 std::vector<PutResult> NatsStore::put_batch(std::vector<NewEvent> events) {
-  std::lock_guard write_lock(write_mu_);
   std::vector<PutResult> results(events.size());
   if (pending_.load() >= static_cast<std::int64_t>(options_.max_pending)) {
     for (auto& r : results) r = PutResult{PutOutcome::full, {}, "max pending reached"};
@@ -549,12 +549,9 @@ std::vector<PutResult> NatsStore::put_batch(std::vector<NewEvent> events) {
   }
   const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
   std::vector<std::string> ids(events.size());
-  {
-    std::lock_guard lock(batch_mu_);
-    batch_results_ = &results;
-    batch_dup_seq_.assign(events.size(), 0);
-    batch_left_ = 0;
-  }
+  Batch batch;
+  batch.results = &results;
+  batch.dup_seq.assign(events.size(), 0);
   std::string sinks_header;
   for (std::size_t i = 0; i < events.size(); ++i) {
     ids[i] = events[i].delivery_id;
@@ -567,38 +564,36 @@ std::vector<PutResult> NatsStore::put_batch(std::vector<NewEvent> events) {
     natsMsg* raw = msg->release();
     {
       std::lock_guard lock(batch_mu_);
-      batch_index_.emplace(raw, i);
-      ++batch_left_;
+      in_flight_.emplace(raw, std::make_pair(&batch, i));
+      ++batch.left;
     }
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MsgId = events[i].dedup_key.c_str();
+    // The library answers a publish that the server has not acknowledged by then with a timeout
+    // (on_ack), and so gives its message back.
     po.MaxWait = options_.timeout.count();
     natsMsg* owned = raw;
     const auto s = js_PublishMsgAsync(js_pub_, &owned, &po);
     if (s != NATS_OK) {
       // Not taken by the library: it stays ours (owned is still set), and it failed.
       std::lock_guard lock(batch_mu_);
-      if (batch_index_.erase(raw) != 0) --batch_left_;
+      if (in_flight_.erase(raw) != 0) --batch.left;
       results[i].error = nats_error("nats: cannot publish", s).detail;
       natsMsg_Destroy(owned);
     }
   }
   {
     std::unique_lock lock(batch_mu_);
-    batch_cv_.wait_until(lock, deadline, [this] { return batch_left_ == 0; });
-    if (batch_left_ > 0) {
-      // Unanswered within --store-timeout: failed (503). Taken back from the library, so that
-      // a late acknowledgement finds no batch; if the server did store one, Tiledesk's retry is
-      // answered as its duplicate.
-      batch_index_.clear();
-      batch_left_ = 0;
-      lock.unlock();
-      natsMsgList late{};
-      if (js_PublishAsyncGetPendingList(&late, js_pub_) == NATS_OK) natsMsgList_Destroy(&late);
-      lock.lock();
+    batch_cv_.wait_until(lock, deadline, [&] { return batch.left == 0; });
+    if (batch.left > 0) {
+      // Unanswered within --store-timeout: failed (503). A late acknowledgement finds no batch;
+      // if the server did store the event, Tiledesk's retry is answered as its duplicate.
+      for (auto it = in_flight_.begin(); it != in_flight_.end();) {
+        it = it->second.first == &batch ? in_flight_.erase(it) : std::next(it);
+      }
+      batch.left = 0;
     }
-    batch_results_ = nullptr;
   }
   bool stored_any = false;
   for (std::size_t i = 0; i < results.size(); ++i) {
@@ -611,7 +606,7 @@ std::vector<PutResult> NatsStore::put_batch(std::vector<NewEvent> events) {
       // that reached another receiver, or this one after a restart).
       natsMsg* first = nullptr;
       jsErrCode code = static_cast<jsErrCode>(0);
-      if (js_GetMsg(&first, js_, options_.stream.c_str(), batch_dup_seq_[i], nullptr, &code) ==
+      if (js_GetMsg(&first, js_, options_.stream.c_str(), batch.dup_seq[i], nullptr, &code) ==
           NATS_OK) {
         r.delivery_id = header(first, kDeliveryId);
         natsMsg_Destroy(first);

@@ -80,6 +80,7 @@ class NatsStore final : public Store {
   std::int64_t pending_total() const noexcept override { return pending_.load(); }
   bool writable() const noexcept override;
   std::uint64_t commits() const noexcept override { return commits_.load(); }
+  std::size_t writers() const noexcept override { return 4; }
   std::uint64_t disk_bytes() const noexcept override { return stream_bytes_.load(); }
   void set_on_commit(std::function<void()> callback) override;
   std::string metrics_text() const override;
@@ -131,14 +132,17 @@ class NatsStore final : public Store {
   jsCtx* js_ = nullptr;      // every other JetStream call
   std::vector<std::unique_ptr<Consumer>> consumers_;
 
-  std::mutex write_mu_;  // one put_batch at a time
-  // The batch being acknowledged (on_ack runs on the library's thread).
+  // Batches being acknowledged, several at once (SpoolWriter runs writers() threads); on_ack
+  // runs on the library's thread.
+  struct Batch {
+    std::vector<PutResult>* results = nullptr;
+    std::vector<std::uint64_t> dup_seq;  // duplicate: the first occurrence's sequence
+    std::size_t left = 0;                // publishes not answered yet
+  };
   std::mutex batch_mu_;
   std::condition_variable batch_cv_;
-  std::unordered_map<natsMsg*, std::size_t> batch_index_;  // message -> its event's position
-  std::vector<PutResult>* batch_results_ = nullptr;
-  std::vector<std::uint64_t> batch_dup_seq_;  // duplicate: the first occurrence's sequence
-  std::size_t batch_left_ = 0;
+  // message -> its batch and its event's position there
+  std::unordered_map<natsMsg*, std::pair<Batch*, std::size_t>> in_flight_;
 
   std::atomic<bool> connected_{false}, stream_ok_{false}, closing_{false};
   std::atomic<std::uint64_t> commits_{0}, stream_msgs_{0}, stream_bytes_{0}, dead_msgs_{0};
