@@ -55,6 +55,23 @@ sigset_t handled_signals() {
   return set;
 }
 
+// Takes the handled signals until SIGTERM or SIGINT; SIGHUP reopens the file sinks.
+void wait_for_stop(Dispatcher& dispatcher, const Logger& log) {
+  const auto set = handled_signals();
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&set, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      // Logged once requested: what a delivery does after this line sees the new file.
+      dispatcher.reopen_files();
+      log.info("SIGHUP: reopening file sinks");
+      continue;
+    }
+    log.info("stopping", LogFields().add("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+    return;
+  }
+}
+
 // The store the configuration names: NATS JetStream with --store, else the embedded log.
 Result<std::unique_ptr<Store>> open_store(const Config& config, const Logger& log) {
   if (config.store_url.empty()) {
@@ -117,18 +134,7 @@ int deliver_only(const Config& config, Store& store, const Logger& log) {
   log.info("delivering", LogFields()
                              .add("store", config.store_url)
                              .add("sinks", static_cast<std::int64_t>(config.sinks.size())));
-  const auto set = handled_signals();
-  for (;;) {
-    int sig = 0;
-    if (sigwait(&set, &sig) != 0) continue;
-    if (sig == SIGHUP) {
-      (*dispatcher)->reopen_files();
-      log.info("SIGHUP: reopening file sinks");
-      continue;
-    }
-    log.info("stopping", LogFields().add("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
-    break;
-  }
+  wait_for_stop(**dispatcher, log);
   (*dispatcher)->stop();
   log.info("stopped");
   return 0;
@@ -185,20 +191,8 @@ int serve(const Config& config, const Logger& log) {
                             .add("verify", verifier->has_value() ? "on" : "off"));
 
   std::thread signals([&] {
-    const auto set = handled_signals();
-    while (true) {
-      int sig = 0;
-      if (sigwait(&set, &sig) != 0) continue;
-      if (sig == SIGHUP) {
-        // Logged once requested: what a delivery does after this line sees the new file.
-        (*dispatcher)->reopen_files();
-        log.info("SIGHUP: reopening file sinks");
-        continue;
-      }
-      log.info("stopping", LogFields().add("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
-      (*server)->shutdown();
-      return;
-    }
+    wait_for_stop(**dispatcher, log);
+    (*server)->shutdown();
   });
   const bool clean = (*server)->run();
   if (!clean) {

@@ -26,6 +26,26 @@ Status Store::mark_failed(const Delivery& d, const Attempt& attempt,
   return mark_batch({Mark{&d, attempt, next_attempt_at_ms, dead}});
 }
 
+Result<ListMatcher> ListMatcher::make(const ListFilter& filter) {
+  ListMatcher m;
+  m.filter_ = filter;
+  if (filter.event_pattern) {
+    auto parsed = PatternSet::parse(*filter.event_pattern);
+    if (!parsed) return std::move(parsed).error();
+    m.pattern_ = std::move(*parsed);
+  }
+  return m;
+}
+
+bool ListMatcher::operator()(const DeliveryInfo& d) const {
+  if (filter_.state && d.state != *filter_.state) return false;
+  if (filter_.sink && d.sink != *filter_.sink) return false;
+  if (pattern_ && !pattern_->matches(d.event)) return false;
+  if (filter_.since_ms && d.received_at_ms < *filter_.since_ms) return false;
+  if (filter_.until_ms && d.received_at_ms > *filter_.until_ms) return false;
+  return true;
+}
+
 Error not_found_error(const std::string& delivery_id) {
   return Error{ErrorCode::invalid_input, std::string(kNotFound) + "'" + delivery_id + "'"};
 }

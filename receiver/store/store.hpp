@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "tdhook/pattern.hpp"
 #include "tdhook/result.hpp"
 
 namespace tdhook::receiver {
@@ -105,6 +106,18 @@ struct ListFilter {
   std::optional<std::string> sink;
   std::optional<std::int64_t> since_ms, until_ms;  // on received_at
   std::size_t limit = 1000;
+};
+
+// A ListFilter ready to apply: its event pattern parsed once.
+class ListMatcher {
+ public:
+  static Result<ListMatcher> make(const ListFilter& filter);
+  bool operator()(const DeliveryInfo& d) const;
+  std::size_t limit() const noexcept { return filter_.limit == 0 ? SIZE_MAX : filter_.limit; }
+
+ private:
+  ListFilter filter_;
+  std::optional<PatternSet> pattern_;
 };
 
 struct StoreCounts {

@@ -71,21 +71,9 @@ DeliveryInfo LogStore::info_of(const SinkState* s, const std::string& sink, cons
 }
 
 Result<std::vector<DeliveryInfo>> LogStore::list(const ListFilter& filter) {
-  std::optional<PatternSet> pattern;
-  if (filter.event_pattern) {
-    auto parsed = PatternSet::parse(*filter.event_pattern);
-    if (!parsed) return std::move(parsed).error();
-    pattern = std::move(*parsed);
-  }
-  const auto wanted = [&](const DeliveryInfo& d) {
-    if (filter.state && d.state != *filter.state) return false;
-    if (filter.sink && d.sink != *filter.sink) return false;
-    if (pattern && !pattern->matches(d.event)) return false;
-    if (filter.since_ms && d.received_at_ms < *filter.since_ms) return false;
-    if (filter.until_ms && d.received_at_ms > *filter.until_ms) return false;
-    return true;
-  };
-  const std::size_t limit = filter.limit == 0 ? SIZE_MAX : filter.limit;
+  auto wanted = ListMatcher::make(filter);
+  if (!wanted) return std::move(wanted).error();
+  const std::size_t limit = wanted->limit();
   std::lock_guard state_lock(state_mu_);
   std::lock_guard lock(mu_);
   std::vector<Row> rows;
@@ -96,7 +84,7 @@ Result<std::vector<DeliveryInfo>> LogStore::list(const ListFilter& filter) {
     for (const auto& p : *dead) {
       dead_keys.emplace(p.sink, p.seq);
       auto info = info_of_parked(p, DeliveryState::dead);
-      if (wanted(info)) rows.push_back(Row{p.seq, std::move(info)});
+      if ((*wanted)(info)) rows.push_back(Row{p.seq, std::move(info)});
     }
   }
   if (!filter.state || *filter.state != DeliveryState::dead) {
@@ -111,7 +99,7 @@ Result<std::vector<DeliveryInfo>> LogStore::list(const ListFilter& filter) {
           auto read = entry_at(seq);
           if (!read) return std::move(read).error();
           auto info = info_of(nullptr, "", **read);
-          if (wanted(info)) {
+          if ((*wanted)(info)) {
             rows.push_back(Row{seq, std::move(info)});
             ++from_log;
           }
@@ -126,7 +114,7 @@ Result<std::vector<DeliveryInfo>> LogStore::list(const ListFilter& filter) {
             entry = *read;
           }
           auto info = info_of(&s, s.name, *entry);
-          if (!wanted(info)) continue;
+          if (!(*wanted)(info)) continue;
           rows.push_back(Row{seq, std::move(info)});
           ++from_log;
         }
@@ -137,7 +125,7 @@ Result<std::vector<DeliveryInfo>> LogStore::list(const ListFilter& filter) {
       for (const auto& [seq, w] : s.waiting) {
         if (!w.copy || segment_of(seq) != nullptr) continue;
         auto info = info_of(&s, s.name, *w.copy);
-        if (wanted(info)) rows.push_back(Row{seq, std::move(info)});
+        if ((*wanted)(info)) rows.push_back(Row{seq, std::move(info)});
       }
     }
   }

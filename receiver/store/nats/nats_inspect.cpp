@@ -106,21 +106,9 @@ DeliveryInfo NatsStore::info_of(natsMsg* msg, const std::string& sink, DeliveryS
 }
 
 Result<std::vector<DeliveryInfo>> NatsStore::list(const ListFilter& filter) {
-  std::optional<PatternSet> pattern;
-  if (filter.event_pattern) {
-    auto p = PatternSet::parse(*filter.event_pattern);
-    if (!p) return std::move(p).error();
-    pattern = std::move(*p);
-  }
-  const std::size_t limit = filter.limit == 0 ? SIZE_MAX : filter.limit;
-  const auto wanted = [&](const DeliveryInfo& d) {
-    if (filter.state && d.state != *filter.state) return false;
-    if (filter.sink && d.sink != *filter.sink) return false;
-    if (pattern && !pattern->matches(d.event)) return false;
-    if (filter.since_ms && d.received_at_ms < *filter.since_ms) return false;
-    if (filter.until_ms && d.received_at_ms > *filter.until_ms) return false;
-    return true;
-  };
+  auto wanted = ListMatcher::make(filter);
+  if (!wanted) return std::move(wanted).error();
+  const std::size_t limit = wanted->limit();
   // A (delivery, sink) has one row: dead while in the dead-letter stream, else as its newest
   // message says (a dead letter sent back by `retry` is a newer message than the event).
   std::vector<DeliveryInfo> out;
@@ -128,7 +116,7 @@ Result<std::vector<DeliveryInfo>> NatsStore::list(const ListFilter& filter) {
   auto s = scan(dead_stream_, prefix_ + ".dead.>", false, [&](natsMsg* m, std::uint64_t) {
     auto info = info_of(m, header(m, kSinks), DeliveryState::dead);
     dead.emplace(info.delivery_id, info.sink);
-    if (wanted(info)) out.push_back(std::move(info));
+    if ((*wanted)(info)) out.push_back(std::move(info));
     return true;
   });
   if (!s) return std::move(s).error();
@@ -153,7 +141,7 @@ Result<std::vector<DeliveryInfo>> NatsStore::list(const ListFilter& filter) {
     });
     if (!s) return std::move(s).error();
     for (const auto& key : order) {
-      if (wanted(newest[key])) out.push_back(std::move(newest[key]));
+      if ((*wanted)(newest[key])) out.push_back(std::move(newest[key]));
     }
   }
   std::stable_sort(out.begin(), out.end(), [](const DeliveryInfo& a, const DeliveryInfo& b) {

@@ -102,6 +102,20 @@ std::vector<std::string> split(std::string_view s, char sep) {
   return out;
 }
 
+// The headers every event message carries (dead letters too), each value on one line.
+void set_event_headers(natsMsg* msg, std::string_view delivery_id, std::string_view event,
+                       std::string_view project, std::string_view subscription,
+                       std::int64_t timestamp_ms, std::int64_t received_at_ms,
+                       const std::string& sinks) {
+  natsMsgHeader_Set(msg, kDeliveryId, header_value(delivery_id).c_str());
+  natsMsgHeader_Set(msg, kEvent, header_value(event).c_str());
+  natsMsgHeader_Set(msg, kProject, header_value(project).c_str());
+  natsMsgHeader_Set(msg, kSubscription, header_value(subscription).c_str());
+  natsMsgHeader_Set(msg, kTimestamp, std::to_string(timestamp_ms).c_str());
+  natsMsgHeader_Set(msg, kReceivedAt, std::to_string(received_at_ms).c_str());
+  natsMsgHeader_Set(msg, kSinks, sinks.c_str());
+}
+
 std::string trim(std::string s) {
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())) != 0) s.pop_back();
   std::size_t i = 0;
@@ -166,6 +180,9 @@ NatsStore::~NatsStore() {
     natsConnection_Destroy(nc_);
   }
   if (nopts_ != nullptr) natsOptions_Destroy(nopts_);
+  // The library's own threads and global state go too (a process holds one store; the library
+  // opens itself again if another is made), so that nothing of it is left at exit.
+  nats_CloseAndWait(2000);
 }
 
 Status NatsStore::connect() {
@@ -504,13 +521,8 @@ Result<MsgPtr> NatsStore::message_of(NewEvent& e, std::string& sinks_header) con
     if (!sinks_header.empty()) sinks_header += ',';
     sinks_header += sink_token(sink);
   }
-  natsMsgHeader_Set(raw, kDeliveryId, header_value(e.delivery_id).c_str());
-  natsMsgHeader_Set(raw, kEvent, header_value(e.event).c_str());
-  natsMsgHeader_Set(raw, kProject, header_value(e.project_id).c_str());
-  natsMsgHeader_Set(raw, kSubscription, header_value(e.subscription_id).c_str());
-  natsMsgHeader_Set(raw, kTimestamp, std::to_string(e.timestamp_ms).c_str());
-  natsMsgHeader_Set(raw, kReceivedAt, std::to_string(e.received_at_ms).c_str());
-  natsMsgHeader_Set(raw, kSinks, sinks_header.c_str());
+  set_event_headers(raw, e.delivery_id, e.event, e.project_id, e.subscription_id, e.timestamp_ms,
+                    e.received_at_ms, sinks_header);
   return msg;
 }
 
@@ -710,13 +722,8 @@ Status NatsStore::dead_letter(Consumer& c, Consumer::Held& h, const Attempt& att
     return nats_error("cannot make a dead letter", s);
   }
   MsgPtr msg(raw);
-  natsMsgHeader_Set(raw, kDeliveryId, header_value(d.delivery_id).c_str());
-  natsMsgHeader_Set(raw, kEvent, header_value(d.event).c_str());
-  natsMsgHeader_Set(raw, kProject, header_value(d.project_id).c_str());
-  natsMsgHeader_Set(raw, kSubscription, header_value(d.subscription_id).c_str());
-  natsMsgHeader_Set(raw, kTimestamp, std::to_string(d.timestamp_ms).c_str());
-  natsMsgHeader_Set(raw, kReceivedAt, std::to_string(d.received_at_ms).c_str());
-  natsMsgHeader_Set(raw, kSinks, c.token.c_str());
+  set_event_headers(raw, d.delivery_id, d.event, d.project_id, d.subscription_id, d.timestamp_ms,
+                    d.received_at_ms, c.token);
   natsMsgHeader_Set(raw, kSink, header_value(c.options.name).c_str());
   natsMsgHeader_Set(raw, kError, header_value(attempt.error, kMaxErrorHeader).c_str());
   natsMsgHeader_Set(raw, kAttempts, std::to_string(attempt.number).c_str());
