@@ -537,6 +537,7 @@ void NatsStore::on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, voi
       if (pa != nullptr) {
         r.outcome = pa->Duplicate ? PutOutcome::duplicate : PutOutcome::stored;
         if (pa->Duplicate) batch->dup_seq[i] = pa->Sequence;
+        self->stream_ok_.store(true);  // /healthz follows what intake sees, at once
       } else {
         const std::string text = pae != nullptr && pae->ErrText != nullptr
                                      ? pae->ErrText
@@ -545,6 +546,9 @@ void NatsStore::on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, voi
         r.outcome =
             text.find("maximum") != std::string::npos ? PutOutcome::full : PutOutcome::failed;
         r.error = "nats: " + text;
+        if (pae != nullptr && (pae->Err == NATS_NO_RESPONDERS || pae->Err == NATS_TIMEOUT)) {
+          self->stream_ok_.store(false);  // no stream leader (an election) or no server
+        }
       }
       self->in_flight_.erase(it);
       if (--batch->left == 0) self->batch_cv_.notify_all();
@@ -557,6 +561,12 @@ std::vector<PutResult> NatsStore::put_batch(std::vector<NewEvent> events) {
   std::vector<PutResult> results(events.size());
   if (pending_.load() >= static_cast<std::int64_t>(options_.max_pending)) {
     for (auto& r : results) r = PutResult{PutOutcome::full, {}, "max pending reached"};
+    return results;
+  }
+  if (natsConnection_Status(nc_) != NATS_CONN_STATUS_CONNECTED) {
+    // No server: 503 at once rather than after --store-timeout (events queued behind a batch
+    // waited two timeouts during an outage).
+    for (auto& r : results) r = PutResult{PutOutcome::failed, {}, "nats: not connected"};
     return results;
   }
   const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
