@@ -530,6 +530,18 @@ void check_sink(Notes& note, const std::string& what, const Content& content,
                 what << ": " << t.duplicates << " duplicates > " << max_duplicates);
 }
 
+// Polls what `read` finds in a sink until every event in `accepted` is there, or `timeout`.
+template <typename Read>
+bool all_in_sink(const Read& read, const std::set<int>& accepted, std::chrono::seconds timeout) {
+  return poll_until(
+      [&] {
+        const auto c = read();
+        return std::all_of(accepted.begin(), accepted.end(),
+                           [&](int s) { return c.seqs.count(s) != 0; });
+      },
+      timeout);
+}
+
 }  // namespace
 
 TEST_SUITE("nats store") {
@@ -654,14 +666,7 @@ TEST_SUITE("nats store") {
     CHECK(senders.duplicate_answers() == 0);
     const auto accepted = senders.accepted();
     const auto sent_at = Clock::now();
-    const bool all = poll_until(
-        [&] {
-          const auto c = file_content(out);
-          return std::all_of(accepted.begin(), accepted.end(),
-                             [&](int s) { return c.seqs.count(s) != 0; });
-        },
-        20s);
-    CHECK(all);
+    CHECK(all_in_sink([&] { return file_content(out); }, accepted, 20s));
     note("all delivered ", ms_since(sent_at), " ms after the last answer");
     CHECK(poll_until(
         [&] {
@@ -714,14 +719,7 @@ TEST_SUITE("nats store") {
     CHECK_MESSAGE(senders.answered() == total, "given up: " << first_of(senders.gave_up()));
     CHECK(senders.refused_4xx() == 0);
     const auto accepted = senders.accepted();
-    const bool all = poll_until(
-        [&] {
-          const auto c = file_content(out);
-          return std::all_of(accepted.begin(), accepted.end(),
-                             [&](int s) { return c.seqs.count(s) != 0; });
-        },
-        45s);
-    CHECK(all);
+    CHECK(all_in_sink([&] { return file_content(out); }, accepted, 45s));
     const auto all_ms = ms_since(killed_at);
     // Deliveries the killed receiver held come back after the consumer's ack wait.
     const bool settled = poll_until([&] { return consumer_settled(b.port(), "shared"); }, 45s);
@@ -789,14 +787,7 @@ TEST_SUITE("nats store") {
     CHECK(healthy);
     note("/healthz of both receivers 200 again ", ms_since(killed_at), " ms after the kill");
     const auto accepted = senders.accepted();
-    const bool all = poll_until(
-        [&] {
-          const auto c = file_content(out);
-          return std::all_of(accepted.begin(), accepted.end(),
-                             [&](int s) { return c.seqs.count(s) != 0; });
-        },
-        45s);
-    CHECK(all);
+    CHECK(all_in_sink([&] { return file_content(out); }, accepted, 45s));
     const auto all_ms = ms_since(killed_at);
     CHECK(poll_until(
         [&] {
@@ -872,14 +863,7 @@ TEST_SUITE("nats store") {
     auto accepted = senders.accepted();
     if (back) accepted.insert(probe_seq);
     const auto sent_at = Clock::now();
-    const bool all = poll_until(
-        [&] {
-          const auto c = file_content(out);
-          return std::all_of(accepted.begin(), accepted.end(),
-                             [&](int s) { return c.seqs.count(s) != 0; });
-        },
-        45s);
-    CHECK(all);
+    CHECK(all_in_sink([&] { return file_content(out); }, accepted, 45s));
     const auto all_ms = ms_since(sent_at);
     // The restarted server redelivers what its older consumer state still holds unacknowledged,
     // 30 s (the ack wait) after the first delivery. Once in ~20 runs one of those redeliveries
@@ -941,14 +925,7 @@ TEST_SUITE("nats store") {
     note(senders.summary());
     CHECK(senders.answered() == total);
     const auto accepted = senders.accepted();
-    const bool all = poll_until(
-        [&] {
-          const auto c = dir_content(outdir);
-          return std::all_of(accepted.begin(), accepted.end(),
-                             [&](int s) { return c.seqs.count(s) != 0; });
-        },
-        45s);
-    CHECK(all);
+    CHECK(all_in_sink([&] { return dir_content(outdir); }, accepted, 45s));
     const auto all_ms = ms_since(killed_at);
     const bool settled = poll_until([&] { return consumer_settled(rx.port(), "shared"); }, 45s);
     CHECK_MESSAGE(settled, store_state(rx.port(), *server, "TDHOOK_shared"));
