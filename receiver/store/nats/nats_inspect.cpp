@@ -84,7 +84,9 @@ Result<std::vector<NatsStore::FloorInfo>> NatsStore::floors(
         s != NATS_OK) {
       return nats_error("cannot read consumer " + c->durable, s, code);
     }
-    out.push_back(FloorInfo{c->token, ci->AckFloor.Stream});
+    out.push_back(FloorInfo{c->token, ci->AckFloor.Stream,
+                            static_cast<std::int64_t>(ci->NumPending) + ci->NumAckPending,
+                            static_cast<std::int64_t>(ci->AckFloor.Consumer)});
     jsConsumerInfo_Destroy(ci);
   }
   return out;
@@ -206,18 +208,11 @@ Result<Details> NatsStore::show(const std::string& delivery_id) {
 
 Result<StoreCounts> NatsStore::counts(const std::optional<std::string>& sink) {
   StoreCounts out;
-  for (const auto& c : consumers_) {
-    if (sink && c->options.name != *sink && c->token != *sink) continue;
-    jsConsumerInfo* ci = nullptr;
-    jsErrCode code = static_cast<jsErrCode>(0);
-    if (auto s = js_GetConsumerInfo(&ci, js_, options_.stream.c_str(), c->durable.c_str(), nullptr,
-                                    &code);
-        s != NATS_OK) {
-      return nats_error("cannot read consumer " + c->durable, s, code);
-    }
-    out.pending += static_cast<std::int64_t>(ci->NumPending) + ci->NumAckPending;
-    out.delivered += static_cast<std::int64_t>(ci->AckFloor.Consumer);
-    jsConsumerInfo_Destroy(ci);
+  auto fl = floors(sink);
+  if (!fl) return std::move(fl).error();
+  for (const auto& f : *fl) {
+    out.pending += f.pending;
+    out.delivered += f.acked;
   }
   auto s = scan(dead_stream_, prefix_ + ".dead.>", false, [&](natsMsg* m, std::uint64_t) {
     if (!sink || header(m, kSinks) == *sink || header(m, kSink) == *sink) ++out.dead;

@@ -115,9 +115,12 @@ class NatsStore final : public Store {
   // `with_data`; `visit` returns false to stop.
   Status scan(const std::string& stream, const std::string& filter, bool with_data,
               const std::function<bool(natsMsg*, std::uint64_t)>& visit);
+  // A sink's consumer as the server sees it.
   struct FloorInfo {
     std::string sink;
-    std::uint64_t ack_floor = 0;
+    std::uint64_t ack_floor = 0;  // stream sequence acknowledged in order
+    std::int64_t pending = 0;     // not delivered yet, or handed out and not settled
+    std::int64_t acked = 0;       // deliveries acknowledged in order (consumer sequence)
   };
   Result<std::vector<FloorInfo>> floors(const std::optional<std::string>& sink);
   DeliveryInfo info_of(natsMsg* msg, const std::string& sink, DeliveryState state) const;
