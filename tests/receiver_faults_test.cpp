@@ -623,6 +623,37 @@ TEST_SUITE("receiver faults") {
     CHECK(rx.wait_exit(30s) == 0);
   }
 
+  TEST_CASE("an event received before the wall clock is set back an hour is delivered at once") {
+    TempDir dir;
+    const auto offset = dir / "clock";
+    const auto gate = dir / "gate";
+    fs::create_directories(gate);
+    // One delivery at a time: while the first event's script waits at the gate, the second is
+    // stored and waits in the log, received an hour ahead of the clock it is delivered by.
+    ReceiverProcess rx(with(base_args(dir, dir / "data"),
+                            {"--sink", "exec:" + script("wait-for-gate.sh") + " " + gate.string(),
+                             "--exec-concurrency", "1"}),
+                       faketime_env(offset));
+    REQUIRE(rx.wait_listening());
+    httplib::Client client("127.0.0.1", rx.port());
+    constexpr std::int64_t hour = 3600 * 1000;
+    REQUIRE(post_event(client, "/", numbered_event(0, epoch_ms()), receiver_secret)->status == 200);
+    REQUIRE(poll_until([&] { return count_lines_in(gate / "started") == 1; }, 30s));
+
+    write_file(offset, "+3600\n");
+    REQUIRE(
+        post_event(client, "/", numbered_event(1, epoch_ms() + hour), receiver_secret)->status ==
+        200);
+    write_file(offset, "-3600\n");
+    write_file(gate / "open", "");
+    const bool both = poll_until([&] { return count_lines_in(gate / "records") == 2; }, 30s);
+    INFO("receiver log: " << rx.stderr_text());
+    CHECK(both);
+    CHECK(seqs_in(read_file(gate / "records")) == std::map<int, int>{{0, 1}, {1, 1}});
+    rx.signal(SIGTERM);
+    CHECK(rx.wait_exit(30s) == 0);
+  }
+
   TEST_CASE("a retry waiting when the wall clock jumps an hour is not delayed by an hour") {
     TempDir dir;
     const auto offset = dir / "clock";

@@ -57,6 +57,7 @@ std::unique_ptr<Spool> open_spool(const TempDir& dir, std::size_t max_pending = 
 struct LogKind {
   static constexpr bool records_first_attempts = false;  // only attempts after a failure
   static constexpr int pending_per_sink = 1;
+  static constexpr bool new_events_due_at_once = true;  // whatever the clock says
   static std::unique_ptr<Store> open(const TempDir& dir, std::size_t max_pending = 100000) {
     LogStoreOptions options;
     options.store.data_dir = dir / "data";
@@ -71,6 +72,7 @@ struct LogKind {
 struct SqliteKind {
   static constexpr bool records_first_attempts = true;
   static constexpr int pending_per_sink = 0;
+  static constexpr bool new_events_due_at_once = false;
   static std::unique_ptr<Store> open(const TempDir& dir, std::size_t max_pending = 100000) {
     return open_spool(dir, max_pending);
   }
@@ -155,8 +157,14 @@ TEST_SUITE("spool") {
     CHECK(due->front().project_id == "p1");
     CHECK(due->front().subscription_id == "s1");
     CHECK(due->front().attempts == 0);
-    CHECK(spool->due("stdout", 999, 10)->empty());
-    CHECK(spool->next_due("file") == 1000);
+    if constexpr (Kind::new_events_due_at_once) {
+      // The log: a new event is due at once, even to a clock set back before its receive time.
+      CHECK(spool->due("stdout", 999, 10)->size() == 1);
+      CHECK(spool->next_due("file") <= 999);
+    } else {
+      CHECK(spool->due("stdout", 999, 10)->empty());
+      CHECK(spool->next_due("file") == 1000);
+    }
     CHECK_FALSE(spool->next_due("other").has_value());
 
     auto rows = spool->list({});

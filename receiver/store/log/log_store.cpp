@@ -346,9 +346,10 @@ Result<std::vector<Delivery>> LogStore::due(const std::string& sink, std::int64_
   }
   for (std::uint64_t seq = s->cursor; seq < next_seq_ && out.size() < limit; ++seq) {
     if (!due_to(seq, s->bit) || s->settled.count(seq) != 0) continue;
+    // A new event is due at once, whatever the wall clock says of its receive time: set back
+    // an hour after the event came in, it must not hold the event back for that hour.
     auto entry = entry_at(seq);
     if (!entry) return std::move(entry).error();
-    if ((*entry)->received_at_ms > now_ms) break;  // due from its receive time on
     out.push_back(delivery_of(*s, **entry, 0));
   }
   return out;
@@ -359,10 +360,7 @@ std::optional<std::int64_t> LogStore::next_due(const std::string& sink) {
   SinkState* s = sink_named(sink);
   if (s == nullptr) return std::nullopt;
   std::optional<std::int64_t> next;
-  if (s->unsettled > 0) {  // new events: due from their receive time on (at once, in practice)
-    auto first = entry_at(s->cursor);
-    next = first ? (*first)->received_at_ms : 0;
-  }
+  if (s->unsettled > 0) next = 0;  // new events are due at once (see due())
   for (const auto& [seq, w] : s->waiting) {
     if (!next || w.next_at_ms < *next) next = w.next_at_ms;
   }
