@@ -62,6 +62,11 @@ Status to_integer(const Setting& s, Int& out, long long min, long long max) {
   return Ok{};
 }
 
+// 127.0.0.0/8, ::1 and localhost: the addresses only this machine reaches.
+bool is_loopback_host(std::string_view host) {
+  return host == "localhost" || host == "::1" || host.starts_with("127.");
+}
+
 Status to_bool(const Setting& s, bool& out) {
   if (s.value() == "true")
     out = true;
@@ -87,6 +92,9 @@ struct SinkDefaults {
   std::vector<std::string> pass_env;
   int retry_max = 8;
   milliseconds retry_base{1000};
+  milliseconds http_timeout{10000};
+  int http_concurrency = 8;
+  std::string http_ca;
 };
 
 // Applies a sink option key; false in `known` if the key is not a sink option.
@@ -97,6 +105,9 @@ Status apply_sink_key(const std::string& key, const Setting& s, SinkConfig& sink
   if (key == "exec_concurrency") return to_integer(s, sink.exec_concurrency, 1, 1024);
   if (key == "retry_max") return to_integer(s, sink.retry_max, 1, 1000);
   if (key == "retry_base") return to_duration(s, sink.retry_base);
+  if (key == "http_timeout") return to_duration(s, sink.http_timeout);
+  if (key == "http_concurrency") return to_integer(s, sink.http_concurrency, 1, 1024);
+  if (key == "http_ca") return sink.http_ca = s.value(), Status(Ok{});
   if (key == "pass_env") {
     sink.pass_env = s.values;
     return Ok{};
@@ -155,7 +166,8 @@ const std::vector<Key>& receiver_keys() {
       {"durability", Kind::scalar, "process|power: what a 200 survives (default process)"},
       {"events", Kind::scalar, "comma-separated event patterns to keep (default: all)"},
       {"sink", Kind::list,
-       "stdout | file:PATH | exec:COMMAND | exec-stream:COMMAND (repeatable; default stdout)"},
+       "stdout | file:PATH | exec:COMMAND | exec-stream:COMMAND | http(s):URL | forward:URL "
+       "(repeatable; default stdout)"},
       {"file_max_bytes", Kind::scalar, "rotate file sinks at this size (default: never)"},
       {"exec_timeout", Kind::scalar, "exec sink timeout (default 30s)"},
       {"exec_concurrency", Kind::scalar,
@@ -163,6 +175,11 @@ const std::vector<Key>& receiver_keys() {
       {"pass_env", Kind::list, "environment variable passed to scripts (repeatable)"},
       {"retry_max", Kind::scalar, "delivery attempts before dead-lettering (default 8)"},
       {"retry_base", Kind::scalar, "delay before the second attempt, doubling (default 1s)"},
+      {"http_timeout", Kind::scalar,
+       "http:/forward: sinks: time for one attempt, connect to answer (default 10s)"},
+      {"http_concurrency", Kind::scalar,
+       "http:/forward: sinks: requests in flight at once per sink (default 8)"},
+      {"http_ca", Kind::scalar, "https: sinks: CA certificates (PEM) (default: the system's)"},
       {"reply", Kind::list, "EVENT=COMMAND: synchronous reply (repeatable)"},
       {"reply_timeout", Kind::scalar, "reply command timeout (default 5s)"},
       {"keep_token", Kind::flag, "keep the token (an API credential) in event records"},
@@ -179,6 +196,11 @@ const std::vector<Key>& receiver_keys() {
        "how long an event waits for JetStream's acknowledgement before 503 (default 2s)"},
       {"deliver_only", Kind::flag,
        "serve no HTTP: deliver the NATS store's events to the sinks (a worker)"},
+      {"inspect", Kind::scalar,
+       "HOST:PORT: serve the inspector page and API there (default off; port 0 = any)"},
+      {"inspect_token_file", Kind::scalar,
+       "file holding the token every inspector request needs (required off loopback)"},
+      {"inspect_keep", Kind::scalar, "requests the inspector keeps in memory (default 1000)"},
   };
   return keys;
 }
@@ -355,7 +377,17 @@ Status apply_receiver_key(const std::string& key, const Setting& s, Config& c, S
   if (key == "exec_concurrency") return to_integer(s, d.exec_concurrency, 1, 1024);
   if (key == "retry_max") return to_integer(s, d.retry_max, 1, 1000);
   if (key == "retry_base") return to_duration(s, d.retry_base);
+  if (key == "http_timeout") return to_duration(s, d.http_timeout);
+  if (key == "http_concurrency") return to_integer(s, d.http_concurrency, 1, 1024);
+  if (key == "http_ca") return d.http_ca = s.value(), Status(Ok{});
   if (key == "pass_env") return d.pass_env = s.values, Status(Ok{});
+  if (key == "inspect") {
+    if (auto st = parse_listen(s.value(), c.inspect_host, c.inspect_port); !st)
+      return bad(s, st.error().detail);
+    return Ok{};
+  }
+  if (key == "inspect_token_file") return c.inspect_token_file = s.value(), Status(Ok{});
+  if (key == "inspect_keep") return to_integer(s, c.inspect_keep, 1, 1000000);
   return Ok{};  // "sink": handled by build_sinks
 }
 
@@ -366,6 +398,9 @@ void apply_defaults(const SinkDefaults& d, SinkConfig& sink) {
   sink.pass_env = d.pass_env;
   sink.retry_max = d.retry_max;
   sink.retry_base = d.retry_base;
+  sink.http_timeout = d.http_timeout;
+  sink.http_concurrency = d.http_concurrency;
+  sink.http_ca = d.http_ca;
 }
 
 Result<SinkConfig> sink_from_table(const TomlDocument& doc, const TomlTable& table,
@@ -389,7 +424,8 @@ Result<SinkConfig> sink_from_table(const TomlDocument& doc, const TomlTable& tab
     // These read s.value(), the first item: an array (maybe empty) is refused here, as
     // read_file_settings does for [receiver].
     const bool scalar = key == "name" || key == "file_max_bytes" || key == "exec_timeout" ||
-                        key == "exec_concurrency" || key == "retry_max" || key == "retry_base";
+                        key == "exec_concurrency" || key == "retry_max" || key == "retry_base" ||
+                        key == "http_timeout" || key == "http_concurrency" || key == "http_ca";
     if (scalar && value.kind == TomlValue::Kind::array) return bad(s, "expected a single value");
     if (key == "name") {
       sink->name = s.value();
@@ -552,6 +588,14 @@ Status build(CLI::App& app, const std::map<std::string, std::vector<std::string>
     return Error{ErrorCode::invalid_config,
                  "--deliver-only needs a NATS store (--store nats://...): the embedded log "
                  "belongs to one receiver"};
+  }
+  if (!config.inspect_host.empty() && config.inspect_token_file.empty() &&
+      !is_loopback_host(config.inspect_host)) {
+    return Error{ErrorCode::invalid_config,
+                 "--inspect on " + config.inspect_host +
+                     " needs --inspect-token-file: the inspector shows payloads, which hold "
+                     "personal data (without a token it binds to 127.0.0.1, ::1 or localhost "
+                     "only)"};
   }
   if (config.tls_cert.empty() != config.tls_key.empty()) {
     return Error{ErrorCode::invalid_config, "--tls-cert and --tls-key go together"};

@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "delivery/dispatcher.hpp"
-#include "config/key_options.hpp"
 #include "base/log.hpp"
+#include "config/key_options.hpp"
+#include "delivery/dispatcher.hpp"
 #include "store/store.hpp"
 #include "tdhook/pattern.hpp"
 #include "tdhook/result.hpp"
@@ -61,6 +61,12 @@ struct Config {
   std::string store_creds, store_ca;
   std::chrono::milliseconds store_timeout{2000};
   bool deliver_only = false;  // no HTTP listener: a delivery worker of a NATS store
+  // --inspect HOST:PORT: the inspector page and its JSON API (inspect/), off when inspect_host
+  // is empty. On an address other than loopback it needs --inspect-token-file.
+  std::string inspect_host;
+  int inspect_port = 0;  // 0 = any free port
+  std::string inspect_token_file;
+  std::size_t inspect_keep = 1000;  // requests the inspector keeps in memory
 };
 
 // What main() should do after reading the command line.

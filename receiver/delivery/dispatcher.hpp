@@ -39,6 +39,10 @@ struct SinkConfig {
   int exec_concurrency = kDefaultExecConcurrency;  // exec: only; exec-stream and files: in order
   std::vector<std::string> pass_env;               // names added to PATH, HOME, LANG, TZ
   std::size_t exec_output_limit = 64 * 1024;       // bytes of script output kept for the log
+  // http:, https:, forward:
+  std::chrono::milliseconds http_timeout{10000};  // connect + request + answer, per attempt
+  int http_concurrency = 8;                       // requests in flight at once per sink
+  std::string http_ca;                            // CA file (PEM); "" = the system's CAs
   // retries
   int retry_max = 8;                           // attempts in all, then dead
   std::chrono::milliseconds retry_base{1000};  // delay before the 2nd attempt; doubles, + jitter

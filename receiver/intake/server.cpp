@@ -1,5 +1,6 @@
 #include "intake/server.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <charconv>
@@ -47,6 +48,13 @@ struct RequestInfo {
   std::string_view method, path, remote;
 };
 
+// A request on its way to the observer (null when there is none): filled as it is handled,
+// handed over once with its outcome. Shared, not unique: the store's completion callbacks are
+// std::function, which must be copyable.
+using Observation = std::shared_ptr<ObservedRequest>;
+
+bool is_forward_sink(const SinkConfig& sink) { return sink.spec.starts_with("forward:"); }
+
 }  // namespace
 
 // The receiver's request handling, independent of the transport: the event loop (plain HTTP)
@@ -58,6 +66,8 @@ struct HttpServer::Impl final : HttpHandler {
   const ReplyRunner& replies;
   Metrics& metrics;
   const Logger& log;
+  RequestObserver* observer;
+  std::vector<std::string> forward_sinks;   // names of the forward: sinks (they need the original)
   DedupCache recent;                        // keys committed lately (retries answered inline)
   std::unique_ptr<SpoolWriter> writer;      // group commit for both transports
   std::unique_ptr<HttpLoop> loop;           // plain HTTP
@@ -73,8 +83,13 @@ struct HttpServer::Impl final : HttpHandler {
         replies(p.replies),
         metrics(p.metrics),
         log(p.log),
+        observer(p.observer),
         recent(kRecentKeys, p.config.dedup_window),
-        writer(std::make_unique<SpoolWriter>(p.spool)) {}
+        writer(std::make_unique<SpoolWriter>(p.spool)) {
+    for (const auto& sink : p.config.sinks) {
+      if (is_forward_sink(sink)) forward_sinks.push_back(sink.name);
+    }
+  }
   ~Impl() override {
     // The writer first: a completion it is still running may be posting to an event loop
     // (EventLoop::post wakes the loop after the loop may already have taken the answer and
@@ -104,6 +119,41 @@ struct HttpServer::Impl final : HttpHandler {
     return res;
   }
 
+  // --- the observer (inspector) --------------------------------------------------------------
+
+  Observation observe(std::string_view remote, const HttpRequestHead* head,
+                      const std::string* body) const {
+    if (observer == nullptr) return nullptr;
+    auto o = std::make_shared<ObservedRequest>();
+    o->received_at_ms = now_ms();
+    o->remote = std::string(remote);
+    if (head != nullptr) {
+      o->method = head->method;
+      o->target = head->target;
+      o->headers = head->fields;
+    }
+    if (body != nullptr) {
+      o->body = *body;
+      o->body_read = true;
+    }
+    return o;
+  }
+
+  void report(Observation& o, HttpOutcome outcome, std::string_view detail = {}) const {
+    if (!o) return;
+    o->status = outcome.status;
+    o->reason = std::string(outcome.reason);
+    o->detail = std::string(detail);
+    observer->on_request(std::move(*o));
+    o.reset();
+  }
+
+  static void describe_event(Observation& o, const Event& event) {
+    if (!o) return;
+    o->event = event.name();
+    o->project_id = event.hook().project_id;
+  }
+
   // --- HttpHandler -------------------------------------------------------------------------
 
   std::optional<HttpResponse> on_head(const HttpRequestHead& head,
@@ -121,9 +171,13 @@ struct HttpServer::Impl final : HttpHandler {
       return res;
     }
     if (path != config.path) {
+      auto o = ops ? nullptr : observe(remote, &head, nullptr);
+      report(o, outcomes::not_found, "no receiver at this path (--path is " + config.path + ")");
       return answer(info, outcomes::not_found, error_body(outcomes::not_found.reason));
     }
     if (head.method != "POST") {
+      auto o = observe(remote, &head, nullptr);
+      report(o, outcomes::method_not_allowed, "Tiledesk sends POST");
       auto res = answer(info, outcomes::method_not_allowed,
                         error_body(outcomes::method_not_allowed.reason));
       res.headers.emplace_back("Allow", "POST");
@@ -133,6 +187,8 @@ struct HttpServer::Impl final : HttpHandler {
   }
 
   HttpResponse on_error(const HttpError& error, std::string_view remote) override {
+    auto o = observe(remote, nullptr, nullptr);
+    report(o, HttpOutcome{error.status, error.reason}, error.detail);
     return answer(RequestInfo{{}, {}, remote}, HttpOutcome{error.status, error.reason},
                   error_body(error.reason), error.detail);
   }
@@ -140,21 +196,25 @@ struct HttpServer::Impl final : HttpHandler {
   void handle(HttpRequest& request, Responder respond) override {
     const auto& head = request.head;
     const RequestInfo info{head.method, head.path(), request.remote};
+    auto o = observe(request.remote, &head, &request.body);
     const auto* content_type = head.find("Content-Type");
     if (content_type == nullptr || !is_json_content_type(*content_type)) {
+      const std::string detail = "Content-Type: " + (content_type ? *content_type : std::string());
+      report(o, outcomes::unsupported_media_type, detail);
       return respond(answer(info, outcomes::unsupported_media_type,
-                            error_body(outcomes::unsupported_media_type.reason),
-                            "Content-Type: " + (content_type ? *content_type : std::string())));
+                            error_body(outcomes::unsupported_media_type.reason), detail));
     }
     auto event = authenticate(head, request.body);
     if (!event) {
       const auto outcome = outcome_for(event.error().code);
+      report(o, outcome, event.error().detail);
       return respond(answer(
           info, outcome,
           outcome.status == 401 ? std::string(unauthorized_body) : error_body(outcome.reason),
           event.error().detail));
     }
-    accept(info, std::move(*event), std::move(respond));
+    describe_event(o, *event);
+    accept(info, request, std::move(*event), std::move(o), std::move(respond));
   }
 
   // --- the POST path -------------------------------------------------------------------------
@@ -179,15 +239,18 @@ struct HttpServer::Impl final : HttpHandler {
   }
 
   // Verified: filtered out, unrouted, or stored (the answer waits for the spool's commit).
-  void accept(const RequestInfo& info, Event event, Responder respond) {
+  void accept(const RequestInfo& info, const HttpRequest& request, Event event, Observation o,
+              Responder respond) {
     const auto* reply = replies.find(event.name());
     if (!config.events.empty() && !config.events.matches(event.name())) {
       log.debug("event filtered out", LogFields().add("event", event.name()));
+      report(o, outcomes::filtered, "not in --events (" + config.events_text + ")");
       return finish(outcomes::filtered, R"({"ok":true,"stored":false})", std::move(event), reply,
                     {}, {}, std::move(respond));
     }
     auto sinks = sinks_for(event.name());
     if (sinks.empty()) {
+      report(o, outcomes::unrouted, "no sink's filter takes this event");
       auto record = build_record(event, RecordOptions{new_delivery_id(), now_ms(),
                                                       verified_text(event), config.keep_token});
       return finish(outcomes::unrouted, R"({"ok":true,"stored":false})", std::move(event), reply,
@@ -197,6 +260,8 @@ struct HttpServer::Impl final : HttpHandler {
     item.received_at_ms = now_ms();
     item.dedup_key = dedup_key(event);
     if (auto first = recent.find(item.dedup_key, item.received_at_ms)) {
+      if (o) o->delivery_id = *first;
+      report(o, outcome_for(PutOutcome::duplicate), "a retry of an event stored lately");
       return answer_duplicate(std::move(*first), std::move(event), reply, std::move(respond));
     }
     item.delivery_id = new_delivery_id();
@@ -204,6 +269,11 @@ struct HttpServer::Impl final : HttpHandler {
     item.project_id = event.hook().project_id;
     item.subscription_id = event.hook().id;
     item.timestamp_ms = event.timestamp();
+    const bool forwarded = std::any_of(sinks.begin(), sinks.end(), [this](const std::string& s) {
+      return std::find(forward_sinks.begin(), forward_sinks.end(), s) != forward_sinks.end();
+    });
+    if (forwarded) item.original = build_original(request.head.fields, request.body);
+    if (o) o->sinks = sinks;
     item.sinks = std::move(sinks);
     item.record = build_record(event, RecordOptions{item.delivery_id, item.received_at_ms,
                                                     verified_text(event), config.keep_token});
@@ -212,11 +282,16 @@ struct HttpServer::Impl final : HttpHandler {
     std::optional<Event> kept;
     if (reply != nullptr) kept.emplace(std::move(event));
     const std::string event_name = item.event;
+    // Copied before the put: the order in which a call's arguments are made is unspecified.
+    std::string key = item.dedup_key;
+    const std::int64_t received_at = item.received_at_ms;
     writer->put(std::move(item), [this, remote = std::string(info.remote), event_name, reply,
-                                  key = item.dedup_key, received_at = item.received_at_ms,
-                                  kept = std::move(kept), record = std::move(record),
+                                  key = std::move(key), received_at, kept = std::move(kept),
+                                  record = std::move(record), o = std::move(o),
                                   respond = std::move(respond)](PutResult put) mutable {
       const auto outcome = outcome_for(put.outcome);
+      if (o) o->delivery_id = put.delivery_id;
+      report(o, outcome, put.error);
       if (outcome.status != 200) {
         auto res = answer(RequestInfo{"POST", config.path, remote}, outcome,
                           error_body(outcome.reason), put.error);

@@ -18,6 +18,7 @@
 #include "base/log.hpp"
 #include "base/metrics.hpp"
 #include "delivery/reply.hpp"
+#include "intake/observer.hpp"
 #include "store/store.hpp"
 #include "tdhook/result.hpp"
 #include "tdhook/verify.hpp"
@@ -31,6 +32,7 @@ struct ServerParts {
   const ReplyRunner& replies;
   Metrics& metrics;
   const Logger& log;
+  RequestObserver* observer = nullptr;  // told of every request on --path (the inspector)
 };
 
 class HttpServer {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -173,6 +174,50 @@ std::string format_iso8601_ms(std::int64_t ms_since_epoch) {
                 utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
                 static_cast<int>(millis));
   return text;
+}
+
+namespace {
+bool same_name(std::string_view a, std::string_view b) noexcept {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+}  // namespace
+
+std::string build_original(const std::vector<std::pair<std::string, std::string>>& fields,
+                           std::string_view body) {
+  std::string out;
+  std::size_t size = body.size() + 2;
+  for (const auto& [name, value] : fields) size += name.size() + value.size() + 4;
+  out.reserve(size);
+  for (const auto wanted : kForwardedHeaders) {
+    for (const auto& [name, value] : fields) {
+      if (!same_name(name, wanted)) continue;
+      // The parser refuses CR and LF in fields; a value that has one anyway is not kept.
+      if (value.find_first_of("\r\n") != std::string::npos) break;
+      out.append(name).append(": ").append(value).append("\r\n");
+      break;  // the first occurrence, as HttpRequestHead::find() reads it
+    }
+  }
+  out.append("\r\n").append(body);
+  return out;
+}
+
+std::optional<OriginalRequest> parse_original(std::string_view text) {
+  OriginalRequest out;
+  for (;;) {
+    const auto end = text.find("\r\n");
+    if (end == std::string_view::npos) return std::nullopt;
+    const auto line = text.substr(0, end);
+    text.remove_prefix(end + 2);
+    if (line.empty()) break;
+    const auto colon = line.find(": ");
+    if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+    out.headers.emplace_back(line.substr(0, colon), line.substr(colon + 2));
+  }
+  out.body = text;
+  return out;
 }
 
 std::int64_t now_ms() noexcept {

@@ -52,6 +52,9 @@ struct NewEvent {
   std::int64_t received_at_ms = 0;
   std::string record;
   std::vector<std::string> sinks;
+  // The request as Tiledesk sent it (build_original(), record.hpp), kept only when a forward:
+  // sink is due to the event; empty otherwise.
+  std::string original;
 };
 
 enum class PutOutcome { stored, duplicate, full, failed };
@@ -76,6 +79,7 @@ struct Delivery {
   std::string record;
   int attempts = 0;  // attempts made so far
   std::int64_t received_at_ms = 0;
+  std::string original;  // NewEvent::original, as stored ("" when none was kept)
 };
 
 struct Attempt {
@@ -135,6 +139,7 @@ struct Mark {
 // The record and every attempt of one delivery id (all sinks).
 struct Details {
   std::string record;
+  std::string original;  // NewEvent::original, as stored
   std::vector<DeliveryInfo> deliveries;
   std::vector<std::pair<std::string, Attempt>> attempts;  // (sink, attempt)
 };
