@@ -495,7 +495,9 @@ Dispatcher::Dispatcher(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Dispatcher::~Dispatcher() { stop(); }
 
 Result<std::unique_ptr<Dispatcher>> Dispatcher::start(Store& spool, std::vector<SinkConfig> sinks,
-                                                      const Logger& log, Metrics& metrics) {
+                                                      const Logger& log, Metrics& metrics,
+                                                      DeliveryObserver* observer) {
+  (void)observer;  // wired to the sink runners with the http sinks (issue 13)
   if (auto valid = validate(sinks); !valid) return std::move(valid).error();
   ignore_sigpipe();  // a closed stdout or a script that ignores stdin is a failed delivery
   auto impl = std::make_unique<Impl>();

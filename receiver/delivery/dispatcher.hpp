@@ -13,6 +13,7 @@
 
 #include "base/log.hpp"
 #include "base/metrics.hpp"
+#include "delivery/observer.hpp"
 #include "store/store.hpp"
 #include "tdhook/pattern.hpp"
 #include "tdhook/result.hpp"
@@ -59,9 +60,11 @@ std::size_t sink_batch_limit(const SinkConfig& config) noexcept;
 
 class Dispatcher {
  public:
-  // Starts one delivery loop per sink. The spool must outlive the dispatcher.
+  // Starts one delivery loop per sink. The spool (and the observer, if any: told of every
+  // settled attempt) must outlive the dispatcher.
   static Result<std::unique_ptr<Dispatcher>> start(Store& spool, std::vector<SinkConfig> sinks,
-                                                   const Logger& log, Metrics& metrics);
+                                                   const Logger& log, Metrics& metrics,
+                                                   DeliveryObserver* observer = nullptr);
   ~Dispatcher();  // stop() if still running
 
   void wake();          // new events were committed
