@@ -8,6 +8,8 @@
 #
 #   bench/run.sh [BUILD_DIR] [SECONDS]         or   BUILD_DIR=build SECONDS=10 bench/run.sh
 #   SCENARIOS=unique bench/run.sh              the unique-body table only
+#   SCENARIOS=inspect bench/run.sh             the inspector's cost: tdhook without and with
+#                                              --inspect, alternated INSPECT_ROUNDS (3) times
 #
 # Environment (defaults): BUILD_DIR (./build of the project), SECONDS (10, per server run),
 # CONNECTIONS (32), WRK_THREADS (2), SCENARIOS ("unique same script verify send"; unique = "ka
@@ -43,18 +45,19 @@ send_count=${SEND_COUNT:-20000}
 scenarios=${SCENARIOS:-unique same script verify send}
 
 # The scenarios asked for, always run (and printed) in this order: unique bodies first.
-order="ka close power same-ka same-close script verify send"
+order="ka close power inspect same-ka same-close script verify send"
 declare -A want=()
 for s in $scenarios; do
   case $s in
     unique) want[ka]=1 want[close]=1 want[power]=1 ;;
+    inspect) want[inspect]=1 ;;
     same) want[same-ka]=1 want[same-close]=1 ;;
     1) want[ka]=1 want[same-ka]=1 ;;
     2) want[close]=1 want[same-close]=1 ;;
     3) want[script]=1 ;;
     4) want[verify]=1 ;;
     5) want[send]=1 ;;
-    ka | close | power | same-ka | same-close | script | verify | send) want[$s]=1 ;;
+    ka | close | power | same-ka | same-close | script | verify | send | inspect) want[$s]=1 ;;
     *) b_die "unknown scenario '$s' in SCENARIOS (unique same script verify send, or ka close power same-ka same-close, or 1..5)" ;;
   esac
 done
@@ -200,6 +203,7 @@ run_http() {
     append-sync) b_start "$log" env APPEND="$R_DIR/out.ndjson" SYNC=1 "$B_RAWFLOOR" "$port" ;;
     tdhook) b_receiver "$log" "$port" "$R_DIR/data" "file:$R_DIR/out.ndjson" ;;
     "tdhook (power)") b_receiver "$log" "$port" "$R_DIR/data" "file:$R_DIR/out.ndjson" --durability power ;;
+    "tdhook (inspect)") b_receiver "$log" "$port" "$R_DIR/data" "file:$R_DIR/out.ndjson" --inspect 127.0.0.1:0 ;;
     express) b_start "$log" env NODE_PATH="$B_MODS" node "$B_BENCH/express-receiver.js" "$port" "$B_SECRET" "$R_DIR/out.ndjson" ;;
     webhook)
       sed "s/@SECRET@/$B_SECRET/" "$B_BENCH/webhook-hooks.json.tmpl" >"$R_DIR/hooks.json"
@@ -285,6 +289,15 @@ print_unique() {
       echo "- Connection: close: tdhook/raw $(ratio "${RPS[$k/tdhook]:-}" "${RPS[$k/raw]:-}"), tdhook/append $a (goal >= 0.8: $(goal "$a" ">=" 0.8)), tdhook/express $e, tdhook/webhook $w, tdhook p99 $p ms (goal <= 10 ms: $(goal "$p" "<=" 10))"
     fi
   done
+  if [ -n "${want[inspect]:-}" ]; then
+    local r ratios=()
+    for ((r = 1; r <= ${INSPECT_ROUNDS:-3}; r++)); do
+      ratios+=("$(ratio "${RPS[inspect$r/tdhook (inspect)]:-}" "${RPS[inspect$r/tdhook]:-}")")
+    done
+    local median
+    median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+    echo "- inspector: tdhook --inspect / tdhook per round ${ratios[*]}, median $median (goal >= 0.95: $(goal "$median" ">=" 0.95))"
+  fi
   if [ -n "${want[power]:-}" ]; then
     echo "- --durability power, keep-alive: tdhook(power)/append-sync $(ratio "${RPS[power/tdhook (power)]:-}" "${RPS[power/append-sync]:-}"), tdhook(power) p99 ${P99[power/tdhook (power)]:-?} ms, append-sync p99 ${P99[power/append-sync]:-?} ms"
   fi
@@ -376,6 +389,16 @@ for s in $run_list; do
       for srv in append-sync "tdhook (power)"; do
         run_http unique power "keep-alive, power-loss durability" "$srv" "$here/post-unique.lua"
         body_bytes=$(wc -c <"$B_WORK/body.json")
+      done
+      ;;
+    inspect)
+      # The inspector's cost on the hot path: tdhook without and with --inspect, alternated
+      # INSPECT_ROUNDS times (the machine's noise moves both alike within a round).
+      for ((round = 1; round <= ${INSPECT_ROUNDS:-3}; round++)); do
+        for srv in tdhook "tdhook (inspect)"; do
+          run_http unique "inspect$round" "keep-alive, inspector off/on, round $round" "$srv" "$here/post-unique.lua"
+          body_bytes=$(wc -c <"$B_WORK/body.json")
+        done
       done
       ;;
     same-ka)

@@ -985,7 +985,7 @@ inline Report segment(std::string_view input) {
     note(r, "decode_entry and the scan read the first entry differently");
   if (d.status != lg::DecodeStatus::ok && d.why.empty()) note(r, "a refusal without a why");
 
-  // Header-only: the same entries, without records.
+  // Header-only: the same entries, without records or originals.
   std::vector<Seen> headers;
   const auto header_report = scan(input, false, headers);
   bool same = headers.size() == full.size() && header_report.valid_end == report.valid_end &&
@@ -993,6 +993,7 @@ inline Report segment(std::string_view input) {
   for (std::size_t i = 0; same && i < headers.size(); ++i) {
     auto want = full[i].entry;
     want.record.clear();
+    want.original.clear();
     same = headers[i].offset == full[i].offset && headers[i].size == full[i].size &&
            headers[i].entry == want;
   }

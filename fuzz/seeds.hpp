@@ -11,8 +11,8 @@
 //                 signed sample sent plainly and chunked
 //   pattern       the sample event names under a few pattern sets
 //   config        samples/config/*.toml
-//   segment       every sample as an event log entry, and segments of three entries whole,
-//                 torn, damaged and with garbage between
+//   segment       every sample as an event log entry (every other one with an original), and
+//                 segments of three entries whole, torn, damaged and with garbage between
 // The hand-made seeds are files in fuzz/corpus/<target>/.
 
 #include <algorithm>
@@ -208,6 +208,13 @@ inline std::vector<Seed> derive_seeds(const std::filesystem::path& src) {
     e.subscription_id = text_of(hook, "_id");
     for (std::uint64_t s = 0; s < e.seq % 3; ++s) e.sinks.push_back("sink-" + std::to_string(s));
     e.record = sample.dump();
+    // Every other entry keeps the request as a forward: sink needs it (store/record.hpp).
+    if (e.seq % 2 == 0) {
+      e.original =
+          "Content-Type: application/json\r\nx-hook-secret: s\r\nUser-Agent: "
+          "tiledesk\r\n\r\n" +
+          e.record;
+    }
     std::string bytes;
     lg::encode_entry(e, bytes);
     out.push_back({"segment", "entry-" + path.stem().string(), bytes});

@@ -16,6 +16,8 @@
 #include "delivery/dispatcher.hpp"
 #include "delivery/process.hpp"
 #include "delivery/reply.hpp"
+#include "inspect/inspector.hpp"
+#include "inspect/recorder.hpp"
 #include "intake/server.hpp"
 #include "store/admin.hpp"
 #include "store/log/log_store.hpp"
@@ -99,9 +101,11 @@ Result<std::unique_ptr<Store>> open_store(const Config& config, const Logger& lo
     // In order: one batch in flight across every worker, so batches are written one after
     // another. Side by side: as many as the workers run, a few times over.
     s.max_in_flight = s.in_order ? static_cast<int>(sink_batch_limit(sink))
-                                 : std::max(64, sink.exec_concurrency * 8);
+                                 : std::max(64, sink_concurrency(sink) * 8);
     if (sink.spec.starts_with("exec")) {
       s.ack_wait = std::max(s.ack_wait, 2 * sink.exec_timeout + std::chrono::seconds(5));
+    } else if (sink.spec.starts_with("http") || sink.spec.starts_with("forward:")) {
+      s.ack_wait = std::max(s.ack_wait, 2 * sink.http_timeout + std::chrono::seconds(5));
     }
     options.sinks.push_back(std::move(s));
   }
@@ -123,8 +127,52 @@ Result<std::unique_ptr<Store>> open_store(const Config& config, const Logger& lo
   return store;
 }
 
+// Where the inspector's copy commands send: the receiver's own URL.
+std::string receiver_url(const Config& config, int port) {
+  std::string host = config.host;
+  if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
+  if (host == "::") host = "::1";
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  return (config.tls_cert.empty() ? "http://" : "https://") + host + ":" + std::to_string(port) +
+         config.path;
+}
+
+// --inspect: the inspector's page and API, once the receiver listens (its URL is known).
+Result<std::unique_ptr<inspect::Inspector>> start_inspector(const Config& config,
+                                                            inspect::Recorder& recorder,
+                                                            Store& store, Dispatcher& dispatcher,
+                                                            int receiver_port, const Logger& log) {
+  inspect::InspectorOptions options;
+  options.host = config.inspect_host;
+  options.port = config.inspect_port;
+  options.token_file = config.inspect_token_file;
+  options.view.mode = config.keys.mode;
+  options.view.no_verify = config.no_verify;
+  options.view.max_age_s = config.keys.max_age_s;
+  options.view.events_text = config.events_text;
+  options.view.path = config.path;
+  options.view.receiver_url = receiver_url(config, receiver_port);
+  if (!config.keys.secret_files.empty()) options.view.secret_file = config.keys.secret_files[0];
+  auto inspector = inspect::Inspector::start(
+      options, recorder, store, [&dispatcher] { dispatcher.wake(); }, log);
+  if (!inspector) return inspector;
+  const auto& host = config.inspect_host;
+  const std::string addr = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+                           std::to_string((*inspector)->port());
+  log.info("inspector listening", LogFields()
+                                      .add("addr", addr)
+                                      .add("host", host)
+                                      .add("port", (*inspector)->port())
+                                      .add("url", (*inspector)->url())
+                                      .add("token", !config.inspect_token_file.empty()));
+  return inspector;
+}
+
 // --deliver-only: the dispatcher runs until SIGTERM/SIGINT; no HTTP.
 int deliver_only(const Config& config, Store& store, const Logger& log) {
+  if (!config.inspect_host.empty()) {
+    log.warn("--inspect is ignored with --deliver-only: this worker takes no requests");
+  }
   Metrics metrics;
   auto dispatcher = Dispatcher::start(store, config.sinks, log, metrics);
   if (!dispatcher) {
@@ -166,14 +214,20 @@ int serve(const Config& config, const Logger& log) {
               LogFields().add("reason", admin.error().detail));
   }
   Metrics metrics;
-  auto dispatcher = Dispatcher::start(**spool, config.sinks, log, metrics);
+  // --inspect: what the intake and the dispatcher report is kept for the inspector. Declared
+  // before them, so that it outlives both.
+  std::unique_ptr<inspect::Recorder> recorder;
+  if (!config.inspect_host.empty())
+    recorder = std::make_unique<inspect::Recorder>(config.inspect_keep);
+  auto dispatcher = Dispatcher::start(**spool, config.sinks, log, metrics, recorder.get());
   if (!dispatcher) {
     log.error("cannot start the sinks", LogFields().add("reason", dispatcher.error().detail));
     return exit_config;
   }
   (*spool)->set_on_commit([d = dispatcher->get()] { d->wake(); });
   ReplyRunner replies(config.replies, config.reply_timeout, config.pass_env, log);
-  auto server = HttpServer::start(ServerParts{config, *verifier, **spool, replies, metrics, log});
+  auto server = HttpServer::start(
+      ServerParts{config, *verifier, **spool, replies, metrics, log, recorder.get()});
   if (!server) {
     log.error("cannot listen", LogFields().add("reason", server.error().detail));
     (*dispatcher)->stop();
@@ -189,10 +243,25 @@ int serve(const Config& config, const Logger& log) {
                             .add("tls", !config.tls_cert.empty())
                             .add("sinks", static_cast<std::int64_t>(config.sinks.size()))
                             .add("verify", verifier->has_value() ? "on" : "off"));
+  std::unique_ptr<inspect::Inspector> inspector;
+  if (recorder) {
+    auto started =
+        start_inspector(config, *recorder, **spool, **dispatcher, (*server)->port(), log);
+    if (!started) {
+      log.error("cannot start the inspector", LogFields().add("reason", started.error().detail));
+      std::cerr << "tdhook-receiver: " << started.error().detail << '\n';
+      (*dispatcher)->stop();
+      if (admin) (*admin)->stop();
+      return exit_config;
+    }
+    inspector = std::move(*started);
+  }
 
   std::thread signals([&] {
     wait_for_stop(**dispatcher, log);
     (*server)->shutdown();
+    // Its event streams end at once; its thread is joined while the server drains.
+    if (inspector) inspector->stop();
   });
   const bool clean = (*server)->run();
   if (!clean) {

@@ -42,6 +42,14 @@ Entry make_entry(std::uint64_t seq, std::size_t record_size = 7000) {
   return e;
 }
 
+// `payload` framed as an entry: magic, length and a CRC that matches it.
+std::string framed(const std::string& payload) {
+  std::string bytes = "TDH1";
+  for (std::uint32_t v : {static_cast<std::uint32_t>(payload.size()), crc32c(payload)})
+    for (int i = 0; i < 4; ++i) bytes += static_cast<char>((v >> (8 * i)) & 0xFFu);
+  return bytes + payload;
+}
+
 struct Seen {
   Entry entry;
   std::uint64_t offset;
@@ -292,6 +300,123 @@ TEST_SUITE("log segment") {
     const Decoded d = decode_entry(bytes, e);
     CHECK(d.status == DecodeStatus::corrupt);
     CHECK(d.why.find("past the payload") != std::string::npos);
+  }
+
+  TEST_CASE("an entry keeps its original after the record; header-only reads copy neither") {
+    Entry e = make_entry(5, 3000);
+    e.original = "Content-Type: application/json\r\nx-hook-secret: s\r\n\r\n{\"a\":1}";
+    e.original += '\0';  // bytes, not a C string
+    Entry plain = e;
+    plain.original.clear();
+    CHECK(encoded_size(e) == encoded_size(plain) + 4 + e.original.size());
+    std::string bytes;
+    encode_entry(e, bytes);
+    REQUIRE(bytes.size() == encoded_size(e));
+    Entry back = make_entry(9);
+    back.original = "stale";
+    const Decoded d = decode_entry(bytes, back);
+    REQUIRE(d.status == DecodeStatus::ok);
+    CHECK(d.size == bytes.size());
+    CHECK(back == e);
+    Entry header_only;
+    REQUIRE(decode_entry(bytes, header_only, false).status == DecodeStatus::ok);
+    CHECK(header_only.record.empty());
+    CHECK(header_only.original.empty());
+    header_only.record = e.record;
+    header_only.original = e.original;
+    CHECK(header_only == e);
+    // Without an original the entry ends with its record, as before: nothing is added.
+    Entry plain_back = e;
+    std::string plain_bytes;
+    encode_entry(plain, plain_bytes);
+    REQUIRE(decode_entry(plain_bytes, plain_back).status == DecodeStatus::ok);
+    CHECK(plain_back == plain);
+    CHECK(plain_back.original.empty());
+    // Both kinds side by side in one segment, as a log written across the change holds them.
+    Collector c;
+    const auto report = scan_buffer(plain_bytes + bytes + plain_bytes, true, c.callback());
+    CHECK(report.damage.empty());
+    CHECK_FALSE(report.torn_tail);
+    REQUIRE(c.seen.size() == 3);
+    CHECK(c.seen[0].entry == plain);
+    CHECK(c.seen[1].entry == e);
+    CHECK(c.seen[2].entry == plain);
+  }
+
+  TEST_CASE("an entry written before originals existed still reads, byte for byte") {
+    // The format of the first version, written out by hand: the record ends the payload.
+    const Entry e = make_entry(77, 500);
+    std::string payload;
+    const auto u32 = [&payload](std::uint32_t v) {
+      for (int i = 0; i < 4; ++i) payload += static_cast<char>((v >> (8 * i)) & 0xFFu);
+    };
+    const auto u64 = [&u32](std::uint64_t v) {
+      u32(static_cast<std::uint32_t>(v & 0xFFFFFFFFu));
+      u32(static_cast<std::uint32_t>(v >> 32));
+    };
+    const auto str = [&](const std::string& text) {
+      u32(static_cast<std::uint32_t>(text.size()));
+      payload += text;
+    };
+    u64(e.seq);
+    u64(static_cast<std::uint64_t>(e.received_at_ms));
+    u64(static_cast<std::uint64_t>(e.timestamp_ms));
+    for (const auto* f :
+         {&e.delivery_id, &e.dedup_key, &e.event, &e.project_id, &e.subscription_id})
+      str(*f);
+    u32(static_cast<std::uint32_t>(e.sinks.size()));
+    for (const auto& sink : e.sinks) str(sink);
+    str(e.record);
+    const std::string old = framed(payload);
+    Entry back;
+    back.original = "stale";
+    const Decoded d = decode_entry(old, back);
+    REQUIRE(d.status == DecodeStatus::ok);
+    CHECK(back == e);
+    CHECK(back.original.empty());
+    std::string again;
+    encode_entry(back, again);
+    CHECK(again == old);  // one entry, one encoding
+  }
+
+  TEST_CASE(
+      "an empty original that is present, and bytes after the record or original, are "
+      "refused") {
+    Entry e = make_entry(3, 400);
+    std::string plain;
+    encode_entry(e, plain);
+    const std::string payload = plain.substr(kEntryHeaderSize);
+    Entry out;
+    // A present but empty original: the same entry would have two encodings.
+    Decoded d = decode_entry(framed(payload + std::string(4, '\0')), out);
+    CHECK(d.status == DecodeStatus::corrupt);
+    CHECK(d.why.find("empty original") != std::string::npos);
+    // Fewer bytes after the record than an original's length takes.
+    d = decode_entry(framed(payload + "xyz"), out);
+    CHECK(d.status == DecodeStatus::corrupt);
+    CHECK(d.why.find("after the record") != std::string::npos);
+    // An original length that does not end the payload, short or long.
+    for (const std::uint32_t length : {2u, 9u}) {
+      std::string tail;
+      for (int i = 0; i < 4; ++i) tail += static_cast<char>((length >> (8 * i)) & 0xFFu);
+      tail += "abcde";
+      d = decode_entry(framed(payload + tail), out);
+      CHECK(d.status == DecodeStatus::corrupt);
+      CHECK(d.why.find("original length") != std::string::npos);
+    }
+    // A record length that runs past the payload is still refused.
+    std::string cut = payload;
+    cut.resize(cut.size() - 1);
+    d = decode_entry(framed(cut), out);
+    CHECK(d.status == DecodeStatus::corrupt);
+    // An original with a byte after it.
+    e.original = "Content-Type: application/json\r\n\r\n{}";
+    std::string with;
+    encode_entry(e, with);
+    d = decode_entry(framed(with.substr(kEntryHeaderSize) + "!"), out);
+    CHECK(d.status == DecodeStatus::corrupt);
+    REQUIRE(decode_entry(with, out).status == DecodeStatus::ok);
+    CHECK(out == e);
   }
 
   TEST_CASE("scan_segment reads files bigger than its read buffer as scan_buffer reads memory") {

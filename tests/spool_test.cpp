@@ -183,6 +183,42 @@ TEST_SUITE("spool") {
     CHECK(is_not_found(missing.error()));
   }
 
+  TEST_CASE("the log lists the newest rows first when asked, reading only what it returns") {
+    TempDir dir;
+    auto store = LogKind::open(dir);
+    for (int i = 1; i <= 6; ++i) {
+      const auto sinks =
+          i == 3 ? std::vector<std::string>{"a", "b"} : std::vector<std::string>{"a"};
+      REQUIRE(store->put(make_event("d" + std::to_string(i), 1000 + i, sinks)).outcome ==
+              PutOutcome::stored);
+    }
+    ListFilter filter;
+    filter.newest_first = true;
+    filter.limit = 3;
+    auto rows = store->list(filter);
+    REQUIRE(rows.ok());
+    REQUIRE(rows->size() == 3);
+    CHECK(rows->at(0).delivery_id == "d6");
+    CHECK(rows->at(1).delivery_id == "d5");
+    CHECK(rows->at(2).delivery_id == "d4");
+    // Before a time (inclusive), still newest first; an event's rows stay together.
+    filter.until_ms = 1003;
+    filter.limit = 10;
+    rows = store->list(filter);
+    REQUIRE(rows.ok());
+    std::vector<std::string> seen;
+    for (const auto& r : *rows) seen.push_back(r.delivery_id + "/" + r.sink);
+    CHECK(seen == std::vector<std::string>{"d3/a", "d3/b", "d2/a", "d1/a"});
+    // The default stays oldest first.
+    filter = ListFilter{};
+    filter.limit = 2;
+    rows = store->list(filter);
+    REQUIRE(rows.ok());
+    REQUIRE(rows->size() == 2);
+    CHECK(rows->at(0).delivery_id == "d1");
+    CHECK(rows->at(1).delivery_id == "d2");
+  }
+
   TEST_CASE("the receiver's checkpoints keep every event and leave only the spool's files") {
     TempDir dir;
     SpoolOptions options;

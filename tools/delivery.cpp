@@ -28,37 +28,6 @@
 namespace tdhook::tools {
 namespace {
 
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// decodeURIComponent, leniently: a malformed escape stays as it is.
-std::string percent_decode(std::string_view text) {
-  std::string out;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size()) {
-      const int hi = hex_value(text[i + 1]);
-      const int lo = hex_value(text[i + 2]);
-      if (hi >= 0 && lo >= 0) {
-        out.push_back(static_cast<char>(hi * 16 + lo));
-        i += 2;
-        continue;
-      }
-    }
-    out.push_back(text[i]);
-  }
-  return out;
-}
-
 std::string base64(std::string_view bytes) {
   std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
   const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
@@ -68,75 +37,13 @@ std::string base64(std::string_view bytes) {
   return out;
 }
 
-Status parse_host_port(std::string_view authority, Target& t) {
-  std::string_view host = authority;
-  std::string_view port_text;
-  if (!authority.empty() && authority.front() == '[') {
-    const auto close = authority.find(']');
-    if (close == std::string_view::npos) return Error{ErrorCode::invalid_input, "bad IPv6 host"};
-    host = authority.substr(1, close - 1);
-    const auto rest = authority.substr(close + 1);
-    if (!rest.empty()) {
-      if (rest.front() != ':') return Error{ErrorCode::invalid_input, "bad host"};
-      port_text = rest.substr(1);
-    }
-  } else if (const auto colon = authority.rfind(':'); colon != std::string_view::npos) {
-    host = authority.substr(0, colon);
-    port_text = authority.substr(colon + 1);
-  }
-  if (host.empty()) return Error{ErrorCode::invalid_input, "the URL has no host"};
-  const int default_port = t.scheme == "https" ? 443 : 80;
-  t.port = default_port;
-  if (!port_text.empty()) {
-    int port = 0;
-    for (const char c : port_text) {
-      if (c < '0' || c > '9' || port > 65535) return Error{ErrorCode::invalid_input, "bad port"};
-      port = port * 10 + (c - '0');
-    }
-    if (port < 1 || port > 65535) return Error{ErrorCode::invalid_input, "bad port"};
-    t.port = port;
-  }
-  t.host = lower(host);
-  const bool v6 = t.host.find(':') != std::string::npos;
-  t.host_header = v6 ? "[" + t.host + "]" : t.host;
-  // The `request` library omits the port when it is the scheme's default, even if written.
-  if (t.port != default_port) t.host_header += ":" + std::to_string(t.port);
-  return Ok{};
-}
-
 }  // namespace
 
 Result<Target> parse_target(std::string_view url) {
-  Target t;
-  const auto sep = url.find("://");
-  if (sep == std::string_view::npos) {
-    return Error{ErrorCode::invalid_input, "not an http:// or https:// URL"};
-  }
-  t.scheme = lower(url.substr(0, sep));
-  if (t.scheme != "http" && t.scheme != "https") {
-    return Error{ErrorCode::invalid_input, "unsupported URL scheme '" + t.scheme + "'"};
-  }
-  std::string_view rest = url.substr(sep + 3);
-  rest = rest.substr(0, rest.find('#'));  // a fragment is never sent
-  const auto path_start = rest.find_first_of("/?");
-  std::string_view authority = rest.substr(0, path_start);
-  std::string_view path = path_start == std::string_view::npos ? "" : rest.substr(path_start);
-  if (const auto at = authority.rfind('@'); at != std::string_view::npos) {
-    const auto userinfo = authority.substr(0, at);
-    authority = authority.substr(at + 1);
-    const auto colon = userinfo.find(':');
-    const std::string user = percent_decode(userinfo.substr(0, colon));
-    const std::string pass =
-        colon == std::string_view::npos ? "" : percent_decode(userinfo.substr(colon + 1));
-    t.authorization = "Basic " + base64(user + ":" + pass);
-  }
-  if (auto st = parse_host_port(authority, t); !st) return std::move(st).error();
-  for (const char c : path) {
-    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
-      return Error{ErrorCode::invalid_input, "the URL path has a space or control character"};
-    }
-  }
-  t.path = path.empty() ? "/" : (path.front() == '?' ? "/" + std::string(path) : std::string(path));
+  auto parsed = receiver::parse_url(url);
+  if (!parsed) return std::move(parsed).error();
+  Target t{std::move(*parsed), {}};
+  if (t.has_userinfo) t.authorization = "Basic " + base64(t.user + ":" + t.password);
   return t;
 }
 

@@ -12,18 +12,15 @@
 #include <utility>
 #include <vector>
 
+#include "http/url.hpp"
 #include "tdhook/result.hpp"
 
 namespace tdhook::tools {
 
-// A subscription target URL: http:// or https://, optional user:pass@ (sent as Basic auth, as
-// the `request` library does), port, path and query kept verbatim.
-struct Target {
-  std::string scheme;  // "http" or "https"
-  std::string host;
-  int port = 0;
-  std::string path;           // path + query, at least "/"
-  std::string host_header;    // host[:port], port omitted when default
+// A subscription target URL as parse_url() (receiver/http/url.hpp) reads it, with the `request`
+// library's policy on top: user:pass@ becomes Basic auth (`authorization`) and a #fragment is
+// dropped. host_header omits the port when it is the scheme's default, even if written.
+struct Target : receiver::Url {
   std::string authorization;  // "Basic …" or empty
 };
 Result<Target> parse_target(std::string_view url);

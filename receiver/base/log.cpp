@@ -10,33 +10,6 @@
 namespace tdhook::receiver {
 namespace {
 
-// Length of the valid UTF-8 sequence starting at s[i], or 0 if it is invalid (overlong forms,
-// surrogates and code points past U+10FFFF included), so that a log line is always valid JSON
-// even when a script prints binary garbage.
-std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
-  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char c = byte(i);
-  std::size_t len = 0;
-  unsigned min = 0;
-  unsigned cp = 0;
-  if (c >= 0xc2 && c <= 0xdf) {
-    len = 2, min = 0x80, cp = c & 0x1fU;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    len = 3, min = 0x800, cp = c & 0x0fU;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    len = 4, min = 0x10000, cp = c & 0x07U;
-  } else {
-    return 0;
-  }
-  if (i + len > s.size()) return 0;
-  for (std::size_t k = 1; k < len; ++k) {
-    if ((byte(i + k) & 0xc0U) != 0x80) return 0;
-    cp = (cp << 6) | (byte(i + k) & 0x3fU);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  return len;
-}
-
 void append_json_string(std::string& out, std::string_view s) {
   static constexpr char hex[] = "0123456789abcdef";
   out += '"';
@@ -129,6 +102,30 @@ void write_all(int fd, std::string_view data) noexcept {
 }
 
 }  // namespace
+
+std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = byte(i);
+  std::size_t len = 0;
+  unsigned min = 0;
+  unsigned cp = 0;
+  if (c >= 0xc2 && c <= 0xdf) {
+    len = 2, min = 0x80, cp = c & 0x1fU;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    len = 3, min = 0x800, cp = c & 0x0fU;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    len = 4, min = 0x10000, cp = c & 0x07U;
+  } else {
+    return 0;
+  }
+  if (i + len > s.size()) return 0;
+  for (std::size_t k = 1; k < len; ++k) {
+    if ((byte(i + k) & 0xc0U) != 0x80) return 0;
+    cp = (cp << 6) | (byte(i + k) & 0x3fU);
+  }
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return len;
+}
 
 bool parse_log_level(std::string_view text, LogLevel& out) noexcept {
   if (text == "debug") {

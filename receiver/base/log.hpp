@@ -11,6 +11,11 @@
 
 namespace tdhook::receiver {
 
+// Length of the valid UTF-8 sequence starting at s[i], or 0 if it is invalid (overlong forms,
+// surrogates and code points past U+10FFFF included). Log lines and stored errors use it to stay
+// valid JSON whatever bytes a script or a remote app sent.
+std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept;
+
 enum class LogLevel { debug, info, warn, error };
 bool parse_log_level(std::string_view text, LogLevel& out) noexcept;
 
@@ -18,9 +23,13 @@ bool parse_log_level(std::string_view text, LogLevel& out) noexcept;
 class LogFields {
  public:
   LogFields& add(std::string_view key, std::string_view value);
-  LogFields& add(std::string_view key, const char* value) { return add(key, std::string_view(value)); }
+  LogFields& add(std::string_view key, const char* value) {
+    return add(key, std::string_view(value));
+  }
   LogFields& add(std::string_view key, std::int64_t value);
-  LogFields& add(std::string_view key, int value) { return add(key, static_cast<std::int64_t>(value)); }
+  LogFields& add(std::string_view key, int value) {
+    return add(key, static_cast<std::int64_t>(value));
+  }
   LogFields& add(std::string_view key, double value);
   LogFields& add(std::string_view key, bool value);
   const std::string& json() const noexcept { return text_; }  // ,"k":v,... (leading comma)

@@ -79,12 +79,14 @@ std::int64_t retry_delay_ms(milliseconds base, int attempt) {
 class SinkRunner {
  public:
   SinkRunner(SinkConfig config, std::unique_ptr<Sink> sink, Store& spool, const Logger& log,
-             Metrics& metrics)
+             Metrics& metrics, DeliveryObserver* observer)
       : config_(std::move(config)),
+        concurrency_(static_cast<std::size_t>(sink_concurrency(config_))),
         sink_(std::move(sink)),
         spool_(spool),
         log_(log),
-        metrics_(metrics) {}
+        metrics_(metrics),
+        observer_(observer) {}
   SinkRunner(const SinkRunner&) = delete;
   SinkRunner& operator=(const SinkRunner&) = delete;
   ~SinkRunner() {
@@ -94,7 +96,7 @@ class SinkRunner {
 
   void start() {
     if (concurrent()) {
-      for (int i = 0; i < config_.exec_concurrency; ++i) workers_.emplace_back([this] { work(); });
+      for (std::size_t i = 0; i < concurrency_; ++i) workers_.emplace_back([this] { work(); });
     }
     loop_thread_ = std::thread([this] { loop(); });
   }
@@ -134,9 +136,10 @@ class SinkRunner {
   }
 
  private:
-  // Only a per-event exec sink runs deliveries side by side. A file, stdout or exec-stream
-  // sink delivers batches in order from this one thread, whatever --exec-concurrency says.
-  bool concurrent() const noexcept { return !sink_in_order(config_); }
+  // Only a per-event exec sink and an http sink run deliveries side by side. A file, stdout or
+  // exec-stream sink delivers batches in order from this one thread, whatever
+  // --exec-concurrency says.
+  bool concurrent() const noexcept { return concurrency_ > 1; }
 
   void loop() {
     ::pthread_setname_np(::pthread_self(), "tdhook-sink");
@@ -155,8 +158,8 @@ class SinkRunner {
     }
   }
 
-  // exec_concurrency 1 (and every stdout, file and exec-stream sink): deliver in this thread,
-  // in arrival order.
+  // exec_concurrency or http_concurrency 1 (and every stdout, file and exec-stream sink):
+  // deliver in this thread, in arrival order.
   // true when a full batch went out, so that more may be due right now.
   bool deliver_inline(bool& spool_ok) {
     const std::size_t limit = sink_->batch_limit();
@@ -178,7 +181,7 @@ class SinkRunner {
     return recorded && count == limit;
   }
 
-  // exec_concurrency N > 1: hand due deliveries that are not already running to the workers.
+  // sink_concurrency N > 1: hand due deliveries that are not already running to the workers.
   bool feed_workers(bool& spool_ok) {
     std::size_t running = 0;
     // What runs now: a delivery that finishes between this snapshot and the spool read below is
@@ -189,7 +192,7 @@ class SinkRunner {
       running = in_flight_.size();
       running_before = in_flight_;
     }
-    const std::size_t capacity = static_cast<std::size_t>(config_.exec_concurrency) - running;
+    const std::size_t capacity = concurrency_ - running;
     if (capacity == 0) return false;
     // Running deliveries are still pending in the spool, so ask for enough to skip them.
     auto due = spool_.due(config_.name, schedule_ms(), capacity + running);
@@ -202,7 +205,7 @@ class SinkRunner {
     {
       const std::lock_guard lock(mu_);
       for (auto& d : *due) {
-        if (in_flight_.size() >= static_cast<std::size_t>(config_.exec_concurrency)) break;
+        if (in_flight_.size() >= concurrency_) break;
         if (running_before.count(d.event_row) != 0) continue;
         if (in_flight_.insert(d.event_row).second) queue_.push_back(std::move(d));
       }
@@ -336,12 +339,32 @@ class SinkRunner {
     }
   }
 
+  // Tells the observer (the inspector), if any, of an attempt whose outcome is settled.
+  void observe(const Outcome& o, const DeliveryOutcome& outcome) noexcept {
+    if (observer_ == nullptr) return;
+    try {
+      AttemptReport r;
+      r.delivery_id = o.delivery.delivery_id;
+      r.sink = config_.name;
+      r.event = o.delivery.event;
+      r.received_at_ms = o.delivery.received_at_ms;
+      r.attempt = o.attempt;
+      r.output = outcome.output;
+      r.dead = o.dead;
+      r.next_attempt_at_ms = o.attempt.ok || o.dead ? 0 : o.next_attempt_at;
+      observer_->on_attempt(r);
+    } catch (const std::exception&) {
+      // Out of memory for the copy: the inspector misses this attempt; the delivery does not.
+    }
+  }
+
   // False when the spool could not record the outcome (it is kept, see record_or_keep).
   bool settle(const Delivery& d, const DeliveryOutcome& outcome, std::int64_t started,
               std::int64_t finished) {
     auto o = assess(d, outcome, started, finished);
     const bool recorded = record_or_keep(o);
     report(o);
+    observe(o, outcome);
     return recorded;
   }
 
@@ -372,7 +395,10 @@ class SinkRunner {
                        .add("error", s.error().detail));
       }
     }
-    for (const auto& o : assessed) report(o);
+    for (std::size_t i = 0; i < assessed.size(); ++i) {
+      report(assessed[i]);
+      observe(assessed[i], outcomes.at(i));
+    }
     if (recorded) return true;
     for (auto& o : assessed) unrecorded_.push_back(std::move(o));
     return false;
@@ -385,10 +411,12 @@ class SinkRunner {
   }
 
   SinkConfig config_;
+  std::size_t concurrency_;  // deliveries at once: 1 = in order, from the loop's thread
   std::unique_ptr<Sink> sink_;
   Store& spool_;
   Logger log_;
   Metrics& metrics_;
+  DeliveryObserver* observer_;  // null: none
 
   std::mutex mu_;
   std::condition_variable loop_cv_, work_cv_;
@@ -411,11 +439,20 @@ Status validate(const std::vector<SinkConfig>& sinks) {
     if (!names.insert(s.name).second) return bad("two sinks have this name");
     if (s.exec_concurrency < 1 || s.exec_concurrency > 256)
       return bad("exec concurrency must be 1..256");
+    if (s.http_concurrency < 1 || s.http_concurrency > 256)
+      return bad("http concurrency must be 1..256");
+    if (s.http_timeout.count() < 1) return bad("http timeout must be at least 1ms");
     if (s.retry_max < 1) return bad("retry max must be at least 1");
     if (s.retry_base.count() < 1) return bad("retry base must be at least 1ms");
     if (s.exec_timeout.count() < 1) return bad("exec timeout must be at least 1ms");
   }
   return Ok{};
+}
+
+constexpr std::string_view kForward = "forward:";
+
+bool is_http_spec(std::string_view spec) noexcept {
+  return spec.starts_with("http://") || spec.starts_with("https://");
 }
 
 Result<std::unique_ptr<Sink>> make_sink(const SinkConfig& config, const Logger& log) {
@@ -427,13 +464,20 @@ Result<std::unique_ptr<Sink>> make_sink(const SinkConfig& config, const Logger& 
   if (spec.starts_with("exec:")) return make_exec_sink(config, std::string(spec.substr(5)), log);
   if (spec.starts_with("exec-stream:"))
     return make_exec_stream_sink(config, std::string(spec.substr(12)), log);
+  if (is_http_spec(spec)) return make_http_sink(config, spec, false);
+  if (spec.starts_with(kForward)) return make_http_sink(config, spec.substr(kForward.size()), true);
   return parse_sink_spec(spec).error();  // every other spec was refused by parse_sink_spec
 }
 
 }  // namespace
 
-bool sink_in_order(const SinkConfig& config) noexcept {
-  return !(config.exec_concurrency > 1 && config.spec.starts_with("exec:"));
+bool sink_in_order(const SinkConfig& config) noexcept { return sink_concurrency(config) == 1; }
+
+int sink_concurrency(const SinkConfig& config) noexcept {
+  const std::string_view spec = config.spec;
+  if (spec.starts_with("exec:")) return std::max(config.exec_concurrency, 1);
+  if (is_http_spec(spec) || spec.starts_with(kForward)) return std::max(config.http_concurrency, 1);
+  return 1;
 }
 
 std::size_t sink_batch_limit(const SinkConfig& config) noexcept {
@@ -479,9 +523,25 @@ Result<SinkConfig> parse_sink_spec(std::string_view spec) {
     }
     return config;
   }
+  if (is_http_spec(spec)) {
+    if (auto url = parse_http_url(spec); !url)
+      return Error{ErrorCode::invalid_config, "http sink: " + url.error().detail};
+    return config;
+  }
+  if (spec.starts_with(kForward)) {
+    const auto url = rest_after(kForward);
+    if (!is_http_spec(url)) {
+      return Error{ErrorCode::invalid_config,
+                   "forward sink needs an http:// or https:// URL: forward:https://HOST/PATH"};
+    }
+    if (auto parsed = parse_http_url(url); !parsed)
+      return Error{ErrorCode::invalid_config, "forward sink: " + parsed.error().detail};
+    return config;
+  }
   return Error{ErrorCode::invalid_config,
                "unknown sink \"" + config.spec +
-                   "\" (expected stdout, file:PATH, exec:COMMAND or exec-stream:COMMAND)"};
+                   "\" (expected stdout, file:PATH, exec:COMMAND, exec-stream:COMMAND, "
+                   "http://URL, https://URL or forward:URL)"};
 }
 
 struct Dispatcher::Impl {
@@ -497,7 +557,6 @@ Dispatcher::~Dispatcher() { stop(); }
 Result<std::unique_ptr<Dispatcher>> Dispatcher::start(Store& spool, std::vector<SinkConfig> sinks,
                                                       const Logger& log, Metrics& metrics,
                                                       DeliveryObserver* observer) {
-  (void)observer;  // wired to the sink runners with the http sinks (issue 13)
   if (auto valid = validate(sinks); !valid) return std::move(valid).error();
   ignore_sigpipe();  // a closed stdout or a script that ignores stdin is a failed delivery
   auto impl = std::make_unique<Impl>();
@@ -505,7 +564,7 @@ Result<std::unique_ptr<Dispatcher>> Dispatcher::start(Store& spool, std::vector<
     auto sink = make_sink(config, log);
     if (!sink) return std::move(sink).error();
     impl->runners.push_back(
-        std::make_unique<SinkRunner>(config, std::move(*sink), spool, log, metrics));
+        std::make_unique<SinkRunner>(config, std::move(*sink), spool, log, metrics, observer));
   }
   impl->configs = std::move(sinks);
   try {

@@ -1,9 +1,12 @@
 #pragma once
 // Delivery: one queue per sink, fed from the spool. A sink delivers an event record (one JSON
-// object) to stdout, a file, or a script; a failed delivery is retried with exponential backoff
-// and jitter, then dead-lettered with its last error (Spool::mark_failed). Nothing is dropped.
+// object) to stdout, a file, a script or an HTTP endpoint, or forwards Tiledesk's original
+// notification to one; a failed delivery is retried with exponential backoff and jitter, then
+// dead-lettered with its last error (Spool::mark_failed). Nothing is dropped.
 //
-// Sink specs (`--sink`): "stdout", "file:PATH", "exec:COMMAND", "exec-stream:COMMAND".
+// Sink specs (`--sink`): "stdout", "file:PATH", "exec:COMMAND", "exec-stream:COMMAND",
+// "http://HOST[:PORT]/PATH" and "https://…" (the record, POSTed), "forward:http(s)://…" (the
+// original request, POSTed as it came).
 
 #include <chrono>
 #include <cstdint>
@@ -54,8 +57,11 @@ struct SinkConfig {
 Result<SinkConfig> parse_sink_spec(std::string_view spec);
 
 // Whether the sink delivers in arrival order (every sink but an exec: sink that runs several
-// scripts at once), and how many deliveries one of its batches takes.
+// scripts at once, or an http sink that sends several requests at once), how many deliveries
+// it runs at once (1 for a sink in order; else exec_concurrency or http_concurrency), and how
+// many deliveries one of its batches takes.
 bool sink_in_order(const SinkConfig& config) noexcept;
+int sink_concurrency(const SinkConfig& config) noexcept;
 std::size_t sink_batch_limit(const SinkConfig& config) noexcept;
 
 class Dispatcher {

@@ -108,8 +108,12 @@ struct ListFilter {
   std::optional<DeliveryState> state;
   std::optional<std::string> event_pattern;  // tdhook::PatternSet syntax
   std::optional<std::string> sink;
-  std::optional<std::int64_t> since_ms, until_ms;  // on received_at
+  std::optional<std::int64_t> since_ms, until_ms;  // on received_at, both inclusive
   std::size_t limit = 1000;
+  // The newest `limit` rows, newest first (the inspector's list); else the oldest, oldest first.
+  // The embedded log then reads only as many events as it returns, from its end. (The SQLite
+  // spool, kept only to import an old spool.db, ignores it.)
+  bool newest_first = false;
 };
 
 // A ListFilter ready to apply: its event pattern parsed once.

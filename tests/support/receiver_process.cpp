@@ -110,6 +110,19 @@ bool ReceiverProcess::wait_listening(std::chrono::milliseconds timeout) {
   return port_ > 0;
 }
 
+bool ReceiverProcess::wait_inspector(std::chrono::milliseconds timeout) {
+  constexpr std::string_view line = "\"msg\":\"inspector listening\"";
+  std::unique_lock lock(mu_);
+  const bool seen = changed_.wait_for(
+      lock, timeout, [&] { return err_.find(line) != std::string::npos || err_closed_; });
+  const auto at = err_.find(line);
+  if (!seen || at == std::string::npos) return false;
+  const auto key = err_.find("\"port\":", at);
+  if (key == std::string::npos) return false;
+  inspector_port_ = std::atoi(err_.c_str() + key + 7);
+  return inspector_port_ > 0;
+}
+
 std::string ReceiverProcess::stdout_text() const {
   std::lock_guard lock(mu_);
   return out_;

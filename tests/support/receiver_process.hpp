@@ -26,6 +26,10 @@ class ReceiverProcess {
   // Waits for the "listening" line; false on timeout or exit.
   bool wait_listening(std::chrono::milliseconds timeout = std::chrono::seconds(10));
   int port() const { return port_; }
+  // Waits for the inspector's "inspector listening" line (--inspect HOST:0); false on timeout
+  // or exit.
+  bool wait_inspector(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  int inspector_port() const { return inspector_port_; }
   pid_t pid() const { return pid_; }
 
   std::string stdout_text() const;
@@ -44,6 +48,7 @@ class ReceiverProcess {
 
   pid_t pid_ = -1;
   int port_ = 0;
+  int inspector_port_ = 0;
   std::optional<int> exit_code_;
   mutable std::mutex mu_;
   std::condition_variable changed_;

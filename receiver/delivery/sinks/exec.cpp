@@ -1,4 +1,6 @@
+#include <algorithm>
 #include <string>
+#include <string_view>
 
 #include "delivery/process.hpp"
 #include "delivery/sink.hpp"
@@ -45,7 +47,10 @@ class ExecSink final : public Sink {
     if (!result) return {false, result.error().detail};
     const std::string error = result->describe(timeout_);
     log_result(d, *result, error);
-    return {result->ok(), error};
+    // The tail: what a failing script says last is why it failed.
+    const std::string_view output = result->output;
+    return {result->ok(), error,
+            std::string(output.substr(output.size() - std::min(output.size(), kOutputKept)))};
   }
 
   void log_result(const Delivery& d, const ProcessResult& r, const std::string& error) const {

@@ -89,34 +89,49 @@ Result<std::vector<DeliveryInfo>> LogStore::list(const ListFilter& filter) {
   }
   if (!filter.state || *filter.state != DeliveryState::dead) {
     std::size_t from_log = 0;
-    for (auto& [first, seg] : segments_) {
-      for (std::uint64_t seq = seg.first_seq; seq < seg.end_seq() && from_log < limit; ++seq) {
-        const std::size_t i = seq - seg.first_seq;
-        if (seg.offset[i] == kMissing) continue;
-        EntryPtr entry;
-        if (seg.mask[i] == 0 && !filter.sink) {
-          // An event for no sink: stored, and delivered to nobody at once.
-          auto read = entry_at(seq);
-          if (!read) return std::move(read).error();
-          auto info = info_of(nullptr, "", **read);
-          if ((*wanted)(info)) {
-            rows.push_back(Row{seq, std::move(info)});
-            ++from_log;
-          }
-          continue;
-        }
-        for (const auto& s : sinks_) {
-          if ((seg.mask[i] & s.bit) == 0 || dead_keys.count({s.name, seq}) != 0) continue;
-          if (filter.sink && s.name != *filter.sink) continue;
-          if (!entry) {
-            auto read = entry_at(seq);
-            if (!read) return std::move(read).error();
-            entry = *read;
-          }
-          auto info = info_of(&s, s.name, *entry);
-          if (!(*wanted)(info)) continue;
+    // The rows of one event; false on a read error (in `failure`).
+    std::optional<Error> failure;
+    const auto visit = [&](const SegmentIndex& seg, std::uint64_t seq) {
+      const std::size_t i = seq - seg.first_seq;
+      if (seg.offset[i] == kMissing) return true;
+      EntryPtr entry;
+      if (seg.mask[i] == 0 && !filter.sink) {
+        // An event for no sink: stored, and delivered to nobody at once.
+        auto read = entry_at(seq);
+        if (!read) return failure = std::move(read).error(), false;
+        auto info = info_of(nullptr, "", **read);
+        if ((*wanted)(info)) {
           rows.push_back(Row{seq, std::move(info)});
           ++from_log;
+        }
+        return true;
+      }
+      for (const auto& s : sinks_) {
+        if ((seg.mask[i] & s.bit) == 0 || dead_keys.count({s.name, seq}) != 0) continue;
+        if (filter.sink && s.name != *filter.sink) continue;
+        if (!entry) {
+          auto read = entry_at(seq);
+          if (!read) return failure = std::move(read).error(), false;
+          entry = *read;
+        }
+        auto info = info_of(&s, s.name, *entry);
+        if (!(*wanted)(info)) continue;
+        rows.push_back(Row{seq, std::move(info)});
+        ++from_log;
+      }
+      return true;
+    };
+    if (filter.newest_first) {
+      for (auto it = segments_.rbegin(); it != segments_.rend() && from_log < limit; ++it) {
+        const auto& seg = it->second;
+        for (std::uint64_t seq = seg.end_seq(); seq > seg.first_seq && from_log < limit; --seq) {
+          if (!visit(seg, seq - 1)) return std::move(*failure);
+        }
+      }
+    } else {
+      for (const auto& [first, seg] : segments_) {
+        for (std::uint64_t seq = seg.first_seq; seq < seg.end_seq() && from_log < limit; ++seq) {
+          if (!visit(seg, seq)) return std::move(*failure);
         }
       }
     }
@@ -129,8 +144,9 @@ Result<std::vector<DeliveryInfo>> LogStore::list(const ListFilter& filter) {
       }
     }
   }
-  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
-    return a.seq != b.seq ? a.seq < b.seq : a.info.sink < b.info.sink;
+  std::sort(rows.begin(), rows.end(), [&filter](const Row& a, const Row& b) {
+    if (a.seq != b.seq) return filter.newest_first ? a.seq > b.seq : a.seq < b.seq;
+    return a.info.sink < b.info.sink;
   });
   std::vector<DeliveryInfo> out;
   for (auto& r : rows) {
@@ -183,8 +199,10 @@ Result<Details> LogStore::show_locked(const std::string& delivery_id) {
   Details details;
   if (entry) {
     details.record = entry->record;
+    details.original = entry->original;
   } else if (!dead->empty()) {
     details.record = dead->front().record;
+    details.original = dead->front().original;
   } else {
     return not_found_error(delivery_id);
   }
@@ -269,6 +287,7 @@ Result<std::int64_t> LogStore::retry(const std::optional<std::string>& delivery_
       w.copy = entry_of(p);
     } else {
       waiting.record.clear();
+      waiting.original.clear();
     }
     change.dead_drop.emplace_back(p.sink, p.seq);
     change.waiting_put.push_back(std::move(waiting));
@@ -301,7 +320,10 @@ Result<std::int64_t> LogStore::retry(const std::optional<std::string>& delivery_
         p.subscription_id = ev.subscription_id;
         p.timestamp_ms = ev.timestamp_ms;
         p.received_at_ms = ev.received_at_ms;
-        if (w.copy) p.record = w.copy->record;
+        if (w.copy) {
+          p.record = w.copy->record;
+          p.original = w.copy->original;
+        }
         change.waiting_put.push_back(std::move(p));
         ++moved;
       }

@@ -22,6 +22,9 @@ struct KeyHashHasher {
 
 PutResult put_failed(std::string why) { return PutResult{PutOutcome::failed, {}, std::move(why)}; }
 
+// Room left in an entry's payload for what is not the record or the original (put_batch).
+constexpr std::size_t kHeaderRoom = 64 * 1024;
+
 // A retained event counts for every sink it is due to; an event for no sink waits for nothing.
 constexpr std::int64_t kUpkeepEveryMs = 1000;
 
@@ -176,6 +179,14 @@ std::vector<PutResult> LogStore::put_batch(std::vector<NewEvent> events) {
         repeats.emplace_back(i, it->second);
         continue;
       }
+      // The log's entry limit, with room for the header fields (ids, sink names): only a
+      // --max-body far above the default comes near it, with the original kept besides.
+      if (events[i].record.size() + events[i].original.size() > kMaxPayloadSize - kHeaderRoom) {
+        results[i] = put_failed("the event is too large for the event log (" +
+                                std::to_string(events[i].record.size()) + " bytes of record, " +
+                                std::to_string(events[i].original.size()) + " of original)");
+        continue;
+      }
       const std::int64_t waits = std::popcount(mask_of(events[i].sinks));
       if (waits > 0 && taken + waits > room && !importing_) {
         results[i] = PutResult{PutOutcome::full, {}, "max pending reached"};
@@ -206,6 +217,7 @@ std::vector<PutResult> LogStore::put_batch(std::vector<NewEvent> events) {
       entry->subscription_id = std::move(e.subscription_id);
       entry->sinks = std::move(e.sinks);
       entry->record = std::move(e.record);
+      entry->original = std::move(e.original);
       bytes += encoded_size(*entry);
       stored_keys.push_back(keys[to_store[k]]);
       entries.push_back(std::move(entry));
@@ -284,7 +296,7 @@ void LogStore::publish(std::vector<EntryPtr>& entries, const std::vector<std::ui
       if ((mask & s.bit) != 0) ++s.unsettled;
     }
     if (window_.empty()) window_first_ = e.seq;
-    window_bytes_ += e.record.size();
+    window_bytes_ += e.record.size() + e.original.size();
     window_.push_back(std::move(entries[k]));
   }
   seg.bytes = active_->size();
@@ -304,7 +316,7 @@ void LogStore::trim_window() {
   for (const auto& s : sinks_) needed = std::min(needed, s.cursor);
   while (!window_.empty() &&
          (window_first_ < needed || window_bytes_ > options_.memory_window_bytes)) {
-    window_bytes_ -= window_.front()->record.size();
+    window_bytes_ -= window_.front()->record.size() + window_.front()->original.size();
     window_.pop_front();
     ++window_first_;
   }
@@ -321,6 +333,7 @@ Delivery LogStore::delivery_of(const SinkState& s, const Entry& e, int attempts)
   d.subscription_id = e.subscription_id;
   d.timestamp_ms = e.timestamp_ms;
   d.record = e.record;
+  d.original = e.original;
   d.attempts = attempts;
   d.received_at_ms = e.received_at_ms;
   return d;
@@ -456,6 +469,7 @@ Status LogStore::mark_batch(const std::vector<Mark>& marks) {
       // A dead letter keeps its record, so that the log can let go of its segment.
       p.next_at_ms = m.attempt.finished_at_ms;
       p.record = d.record;
+      p.original = d.original;
       if (was_waiting) {
         s->waiting.erase(w);
         change.waiting_drop.push_back(key);
@@ -470,7 +484,10 @@ Status LogStore::mark_batch(const std::vector<Mark>& marks) {
       w->second.attempts = m.attempt.number;
       w->second.next_at_ms = m.next_attempt_at_ms;
       w->second.last_error = m.attempt.error;
-      if (w->second.copy) p.record = w->second.copy->record;
+      if (w->second.copy) {
+        p.record = w->second.copy->record;
+        p.original = w->second.copy->original;
+      }
     } else {
       settle(*s, seq, change);
       s->waiting.emplace(seq, Waiting{m.attempt.number, m.next_attempt_at_ms, m.attempt.error, {}});

@@ -55,6 +55,7 @@ inline EntryPtr entry_of(const Parked& p) {
   e->timestamp_ms = p.timestamp_ms;
   e->received_at_ms = p.received_at_ms;
   e->record = p.record;
+  e->original = p.original;
   return e;
 }
 

@@ -88,6 +88,7 @@ class PayloadReader {
 std::size_t payload_size(const Entry& e) {
   std::size_t n = 3 * 8 + 5 * 4 + e.delivery_id.size() + e.dedup_key.size() + e.event.size() +
                   e.project_id.size() + e.subscription_id.size() + 4 + 4 + e.record.size();
+  if (!e.original.empty()) n += 4 + e.original.size();
   for (const auto& s : e.sinks) n += 4 + s.size();
   return n;
 }
@@ -280,6 +281,7 @@ void encode_entry(const Entry& e, std::string& out) {
   put_u32(out, static_cast<std::uint32_t>(e.sinks.size()));
   for (const auto& s : e.sinks) put_str(out, s);
   put_str(out, e.record);
+  if (!e.original.empty()) put_str(out, e.original);
   const std::uint32_t crc = crc32c(out.data() + start + kEntryHeaderSize, payload);
   for (int i = 0; i < 4; ++i)
     out[start + 8 + static_cast<std::size_t>(i)] = static_cast<char>((crc >> (8 * i)) & 0xFFu);
@@ -327,14 +329,28 @@ Decoded decode_entry(std::string_view bytes, Entry& out, bool with_record) {
   for (auto& s : out.sinks)
     if (!r.str(s)) return fail(DecodeStatus::corrupt, "a sink name runs past the payload");
   if (!r.u32(record)) return fail(DecodeStatus::corrupt, "the record length is missing");
-  // The record ends the payload exactly: one byte string has one encoding, which is what lets a
-  // reader trust that re-encoding an entry gives its bytes back.
-  if (record != r.left())
-    return fail(DecodeStatus::corrupt, "the record length does not end the payload");
-  if (with_record)
-    out.record.assign(bytes.data() + size - record, record);
-  else
+  if (record > r.left()) return fail(DecodeStatus::corrupt, "the record runs past the payload");
+  // The record ends the payload, or the original does, exactly: one byte string has one
+  // encoding, which is what lets a reader trust that re-encoding an entry gives its bytes back.
+  const std::size_t record_at = size - r.left();
+  std::size_t original_at = 0;
+  std::uint32_t original = 0;
+  if (record < r.left()) {
+    PayloadReader tail(p + record_at + record, r.left() - record);
+    if (!tail.u32(original))
+      return fail(DecodeStatus::corrupt, "bytes after the record are no original");
+    if (original == 0) return fail(DecodeStatus::corrupt, "an empty original is stored");
+    if (original != tail.left())
+      return fail(DecodeStatus::corrupt, "the original length does not end the payload");
+    original_at = size - original;
+  }
+  if (with_record) {
+    out.record.assign(bytes.data() + record_at, record);
+    out.original.assign(bytes.data() + original_at, original);
+  } else {
     out.record.clear();
+    out.original.clear();
+  }
   return Decoded{DecodeStatus::ok, size, {}};
 }
 

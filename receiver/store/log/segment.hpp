@@ -7,7 +7,12 @@
 //   u64 seq | i64 received_at_ms | i64 timestamp_ms
 //   | str delivery_id | str dedup_key | str event | str project_id | str subscription_id
 //   | u32 count of sinks, then each sink as a str | u32 record length | record
-// where str is a u32 length and the bytes. Every integer is little-endian and fixed-width, so a
+//   [| u32 original length | original]
+// where str is a u32 length and the bytes. The original (the request as Tiledesk sent it, kept
+// for forward: sinks) is there only when it is not empty: an entry without one ends with its
+// record, as every entry did before forward: sinks, so older segments read unchanged. A present
+// but empty original and any byte after the original are refused, so that one entry has one
+// encoding. Every integer is little-endian and fixed-width, so a
 // file reads the same on any host. The magic lets a scan find the next entry after a damaged one
 // (resync); the CRC tells a whole entry from a torn or rotted one.
 //
@@ -44,6 +49,7 @@ struct Entry {
   std::string delivery_id, dedup_key, event, project_id, subscription_id;
   std::vector<std::string> sinks;  // names of the sinks it is due to
   std::string record;              // the event record (JSON, no newline), often ~7 KB
+  std::string original;            // NewEvent::original: "" unless a forward: sink is due to it
 
   bool operator==(const Entry&) const = default;
 };
@@ -65,8 +71,9 @@ struct Decoded {
 };
 // Decodes the entry at the start of `bytes`. incomplete: `bytes` ends inside the entry (a torn
 // tail if at end of file); corrupt: bad magic, impossible length, CRC mismatch or a malformed
-// payload. with_record=false skips copying the record (header-only scans); out.record is then
-// empty. Every field of `out` is overwritten when ok; `out` is unspecified otherwise.
+// payload. with_record=false skips copying the record and the original (header-only scans);
+// out.record and out.original are then empty. Every field of `out` is overwritten when ok; `out` is
+// unspecified otherwise.
 Decoded decode_entry(std::string_view bytes, Entry& out, bool with_record = true);
 
 // "00000000000000000001.log" for 1.

@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS parked(kind TEXT NOT NULL, sink TEXT NOT NULL, seq IN
   attempts INTEGER NOT NULL, next_at INTEGER NOT NULL, last_error TEXT NOT NULL,
   delivery_id TEXT NOT NULL, event TEXT NOT NULL, project_id TEXT NOT NULL,
   subscription_id TEXT NOT NULL, timestamp INTEGER NOT NULL, received_at INTEGER NOT NULL,
-  record TEXT NOT NULL, PRIMARY KEY(kind, sink, seq)) WITHOUT ROWID;
+  record TEXT NOT NULL, original TEXT NOT NULL DEFAULT '', PRIMARY KEY(kind, sink, seq))
+  WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS parked_id ON parked(delivery_id);
 CREATE TABLE IF NOT EXISTS attempts(sink TEXT NOT NULL, seq INTEGER NOT NULL,
   delivery_id TEXT NOT NULL, number INTEGER NOT NULL, started_at INTEGER NOT NULL,
@@ -31,7 +32,7 @@ CREATE INDEX IF NOT EXISTS attempts_seq ON attempts(seq);
 
 constexpr const char* kParkedColumns =
     "sink, seq, attempts, next_at, last_error, delivery_id, event, project_id, subscription_id, "
-    "timestamp, received_at, record";
+    "timestamp, received_at, record, original";
 
 Parked read_parked(const Query& q) {
   Parked p;
@@ -47,6 +48,7 @@ Parked read_parked(const Query& q) {
   p.timestamp_ms = q.integer(9);
   p.received_at_ms = q.integer(10);
   p.record = q.text(11);
+  p.original = q.text(12);
   return p;
 }
 
@@ -78,6 +80,7 @@ Result<std::unique_ptr<StateDb>> StateDb::open(const std::filesystem::path& path
   }
   std::unique_ptr<StateDb> state(new StateDb(std::move(db)));
   state->path_ = path;
+  if (auto added = state->add_original_column(); !added) return std::move(added).error();
   return state;
 }
 
@@ -85,6 +88,24 @@ Result<std::unique_ptr<StateDb>> StateDb::open(const std::filesystem::path& path
   SqlFailure f;                       \
   Statement* var = prepare((sql), f); \
   if (var == nullptr) return failure(f)
+
+// A state.db of an earlier version has no `original` column in `parked` (added with forward:
+// sinks): added empty, as those deliveries kept none.
+Status StateDb::add_original_column() {
+  bool present = false;
+  {
+    TDHOOK_PREPARE(s, "SELECT count(*) FROM pragma_table_info('parked') WHERE name='original'");
+    Query q(*s);
+    const int rc = q.step();
+    if (rc != SQLITE_ROW) return failure(db_.last_failure(rc));
+    present = q.integer(0) != 0;
+  }
+  if (present) return Ok{};
+  SqlFailure f;
+  if (!db_.exec("ALTER TABLE parked ADD COLUMN original TEXT NOT NULL DEFAULT ''", f))
+    return failure(f);
+  return Ok{};
+}
 
 Result<LoadedSink> StateDb::load_sink(const std::string& sink) {
   LoadedSink out;
@@ -175,13 +196,13 @@ Status StateDb::apply(const StateChange& c) {
   }
   const auto put = [&](const char* kind, const Parked& p) {
     return run(std::string("INSERT OR REPLACE INTO parked(kind, ") + kParkedColumns +
-                   ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                   ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                [&](Query& q) {
                  q.bind(1, std::string_view(kind)).bind(2, p.sink).bind(3, seq_arg(p.seq));
                  q.bind(4, std::int64_t{p.attempts}).bind(5, p.next_at_ms).bind(6, p.last_error);
                  q.bind(7, p.delivery_id).bind(8, p.event).bind(9, p.project_id);
                  q.bind(10, p.subscription_id).bind(11, p.timestamp_ms).bind(12, p.received_at_ms);
-                 q.bind(13, p.record);
+                 q.bind(13, p.record).bind(14, p.original);
                });
   };
   const auto drop = [&](const char* kind, const std::pair<std::string, std::uint64_t>& key) {

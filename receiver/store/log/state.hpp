@@ -2,8 +2,8 @@
 // The log's small state, in <data-dir>/state.db (SQLite, WAL, synchronous=NORMAL): per sink a
 // cursor (every event before it is settled), the few settled events past the cursor that
 // concurrent exec runs leave, the failed deliveries waiting for their next attempt, the dead
-// letters (each with a copy of its record, so that the log can drop its segment), and the
-// attempts of every delivery that failed at least once.
+// letters (each with a copy of its record and original, so that the log can drop its segment),
+// and the attempts of every delivery that failed at least once.
 //
 // Why SQLite here and not for the events: these rows are small and rare (a cursor update per
 // delivered batch, a row per failure), several of them change together (a dead letter, its
@@ -33,11 +33,13 @@ struct Parked {
   int attempts = 0;
   std::int64_t next_at_ms = 0;  // waiting: when it is due; dead: when it died
   std::string last_error;
-  // The event's header, and its record when the log no longer holds it (a dead letter, or one
-  // retried after its segment was removed); empty record = read it from the log.
+  // The event's header, and its record (and original, if any) when the log no longer holds it
+  // (a dead letter, or one retried after its segment was removed); empty record = read it from
+  // the log.
   std::string delivery_id, event, project_id, subscription_id;
   std::int64_t timestamp_ms = 0, received_at_ms = 0;
   std::string record;
+  std::string original;
 };
 
 struct AttemptRow {
@@ -94,6 +96,7 @@ class StateDb {
 
  private:
   explicit StateDb(detail::Connection db) : db_(std::move(db)) {}
+  Status add_original_column();
   Error failure(const detail::SqlFailure& f) const;
   // Prepared once, by their text; destroyed before the connection.
   detail::Statement* prepare(const std::string& sql, detail::SqlFailure& f);

@@ -146,8 +146,9 @@ Result<std::vector<DeliveryInfo>> NatsStore::list(const ListFilter& filter) {
       if ((*wanted)(newest[key])) out.push_back(std::move(newest[key]));
     }
   }
-  std::stable_sort(out.begin(), out.end(), [](const DeliveryInfo& a, const DeliveryInfo& b) {
-    return a.received_at_ms < b.received_at_ms;
+  std::stable_sort(out.begin(), out.end(), [&filter](const DeliveryInfo& a, const DeliveryInfo& b) {
+    return filter.newest_first ? a.received_at_ms > b.received_at_ms
+                               : a.received_at_ms < b.received_at_ms;
   });
   if (out.size() > limit) out.resize(limit);
   return out;
@@ -167,9 +168,7 @@ Result<Details> NatsStore::show(const std::string& delivery_id) {
     if (header(m, kDeliveryId) != delivery_id) return true;
     auto info = info_of(m, header(m, kSinks), DeliveryState::dead);
     dead_sinks.insert(info.sink);
-    if (details.record.empty()) {
-      details.record.assign(natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m)));
-    }
+    if (details.record.empty()) split_data(m, details.record, details.original);
     Attempt a;
     a.number = info.attempts;
     a.finished_at_ms = info.next_attempt_at_ms;
@@ -188,8 +187,7 @@ Result<Details> NatsStore::show(const std::string& delivery_id) {
       return nats_error("cannot read event " + std::to_string(*event_seq), g, code);
     }
     MsgPtr msg(raw);
-    details.record.assign(natsMsg_GetData(raw),
-                          static_cast<std::size_t>(natsMsg_GetDataLength(raw)));
+    split_data(raw, details.record, details.original);
     auto fl = floors(std::nullopt);
     if (!fl) return std::move(fl).error();
     for (const auto& token : sink_tokens(raw)) {
@@ -254,6 +252,9 @@ Result<std::int64_t> NatsStore::retry(const std::optional<std::string>& delivery
                              kSinks, kAttempts}) {
       natsMsgHeader_Set(again, name, header(raw, name).c_str());
     }
+    // The data goes back as it is: the record, and the original after it if there is one.
+    if (const auto length = header(raw, kRecordLength); !length.empty())
+      natsMsgHeader_Set(again, kRecordLength, length.c_str());
     jsPubOptions po;
     jsPubOptions_Init(&po);
     const std::string id = "retry:" + dead_stream_ + ":" + std::to_string(seq);

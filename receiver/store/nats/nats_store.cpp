@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -129,6 +130,29 @@ std::string header(natsMsg* msg, const char* name) {
   const char* value = nullptr;
   if (natsMsgHeader_Get(msg, name, &value) != NATS_OK || value == nullptr) return {};
   return value;
+}
+
+void split_data(natsMsg* msg, std::string& record, std::string& original) {
+  const char* data = natsMsg_GetData(msg);
+  const auto size = static_cast<std::size_t>(std::max(natsMsg_GetDataLength(msg), 0));
+  const std::string_view bytes(data != nullptr ? data : "", data != nullptr ? size : 0);
+  std::size_t record_size = bytes.size();
+  if (const auto length = header(msg, kRecordLength); !length.empty()) {
+    std::size_t n = 0;
+    const auto [end, ec] = std::from_chars(length.data(), length.data() + length.size(), n);
+    // A length that is no number or lies past the data: all of it is the record, as before.
+    if (ec == std::errc() && end == length.data() + length.size() && n <= bytes.size())
+      record_size = n;
+  }
+  record.assign(bytes.substr(0, record_size));
+  original.assign(bytes.substr(record_size));
+}
+
+std::string join_data(std::string_view record, std::string_view original) {
+  std::string data;
+  data.reserve(record.size() + original.size());
+  data.append(record).append(original);
+  return data;
 }
 
 std::int64_t header_int(natsMsg* msg, const char* name) {
@@ -510,12 +534,16 @@ std::string NatsStore::subject_of(const NewEvent& e) const {
 Result<MsgPtr> NatsStore::message_of(NewEvent& e, std::string& sinks_header) const {
   natsMsg* raw = nullptr;
   const std::string subject = subject_of(e);
-  if (auto s = natsMsg_Create(&raw, subject.c_str(), nullptr, e.record.data(),
-                              static_cast<int>(e.record.size()));
+  const std::string data = e.original.empty() ? std::string() : join_data(e.record, e.original);
+  const std::string& body = e.original.empty() ? e.record : data;
+  if (auto s = natsMsg_Create(&raw, subject.c_str(), nullptr, body.data(),
+                              static_cast<int>(body.size()));
       s != NATS_OK) {
     return nats_error("cannot make a message", s);
   }
   MsgPtr msg(raw);
+  if (!e.original.empty())
+    natsMsgHeader_Set(raw, kRecordLength, std::to_string(e.record.size()).c_str());
   sinks_header.clear();
   for (const auto& sink : e.sinks) {
     if (!sinks_header.empty()) sinks_header += ',';
@@ -664,7 +692,7 @@ std::optional<Delivery> NatsStore::delivery_of(Consumer& c, natsMsg* msg) const 
   d.subscription_id = header(msg, kSubscription);
   d.timestamp_ms = header_int(msg, kTimestamp);
   d.received_at_ms = header_int(msg, kReceivedAt);
-  d.record.assign(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+  split_data(msg, d.record, d.original);
   return d;
 }
 
@@ -726,12 +754,16 @@ Status NatsStore::dead_letter(Consumer& c, Consumer::Held& h, const Attempt& att
   natsMsg* raw = nullptr;
   const std::string subject = prefix_ + ".dead." + c.token;
   const auto& d = h.delivery;
-  if (auto s = natsMsg_Create(&raw, subject.c_str(), nullptr, d.record.data(),
-                              static_cast<int>(d.record.size()));
+  // A dead letter keeps the original too: `tdhook spool retry` sends it back to a forward: sink.
+  const std::string data = join_data(d.record, d.original);
+  if (auto s = natsMsg_Create(&raw, subject.c_str(), nullptr, data.data(),
+                              static_cast<int>(data.size()));
       s != NATS_OK) {
     return nats_error("cannot make a dead letter", s);
   }
   MsgPtr msg(raw);
+  if (!d.original.empty())
+    natsMsgHeader_Set(raw, kRecordLength, std::to_string(d.record.size()).c_str());
   set_event_headers(raw, d.delivery_id, d.event, d.project_id, d.subscription_id, d.timestamp_ms,
                     d.received_at_ms, c.token);
   natsMsgHeader_Set(raw, kSink, header_value(c.options.name).c_str());

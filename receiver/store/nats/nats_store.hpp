@@ -18,7 +18,9 @@
 // returns once JetStream acknowledged (stored, on a quorum with --replicas 3), and a publish not
 // acknowledged within --store-timeout is a failure (503): nothing is claimed stored.
 // Every message carries the record as its data and Tdhook-* headers (delivery id, event,
-// project, subscription, times, the sinks it is due to), so a consumer needs nothing else.
+// project, subscription, times, the sinks it is due to), so a consumer needs nothing else. An
+// event due to a forward: sink carries its original request after the record, with
+// Tdhook-Record-Length saying where the record ends (dead letters too).
 
 #include <chrono>
 #include <cstdint>

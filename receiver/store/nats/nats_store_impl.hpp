@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -36,6 +37,9 @@ inline constexpr const char* kSink = "Tdhook-Sink";           // dead letter: th
 inline constexpr const char* kError = "Tdhook-Error";         // dead letter: the last error
 inline constexpr const char* kEventSeq = "Tdhook-Event-Seq";  // dead letter: stream sequence
 inline constexpr const char* kDeadAt = "Tdhook-Dead-At";
+// Present when the event kept its original request (NewEvent::original, for forward: sinks): the
+// message's data is then the record followed by the original, and this is the record's length.
+inline constexpr const char* kRecordLength = "Tdhook-Record-Length";
 
 struct MsgDeleter {
   void operator()(natsMsg* m) const noexcept { natsMsg_Destroy(m); }
@@ -45,6 +49,12 @@ using MsgPtr = std::unique_ptr<natsMsg, MsgDeleter>;
 // A header's value, "" when absent.
 std::string header(natsMsg* msg, const char* name);
 std::int64_t header_int(natsMsg* msg, const char* name);
+// The data of an event message or a dead letter: the record, and the original that follows it
+// when kRecordLength says so ("" otherwise).
+void split_data(natsMsg* msg, std::string& record, std::string& original);
+// The data that split_data() reads back as `record` and `original` (with kRecordLength set when
+// `original` is not empty).
+std::string join_data(std::string_view record, std::string_view original);
 // An error with the library's text (and JetStream's code when there is one).
 Error nats_error(const std::string& what, natsStatus s, jsErrCode code = static_cast<jsErrCode>(0));
 
