@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "config/config_file.hpp"
+#include "http/url.hpp"
 #include "store/nats/nats_store.hpp"
 
 namespace tdhook::receiver {
@@ -60,11 +61,6 @@ Status to_integer(const Setting& s, Int& out, long long min, long long max) {
   }
   out = static_cast<Int>(v);
   return Ok{};
-}
-
-// 127.0.0.0/8, ::1 and localhost: the addresses only this machine reaches.
-bool is_loopback_host(std::string_view host) {
-  return host == "localhost" || host == "::1" || host.starts_with("127.");
 }
 
 Status to_bool(const Setting& s, bool& out) {

@@ -136,4 +136,14 @@ Result<Url> parse_url(std::string_view url) {
   return out;
 }
 
+bool is_loopback_host(std::string_view host) noexcept {
+  const auto lower_equals = [](std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+             return std::tolower(static_cast<unsigned char>(x)) == y;
+           });
+  };
+  if (lower_equals(host, "localhost") || host == "::1" || host == "[::1]") return true;
+  return host.starts_with("127.") && host.find_first_not_of("0123456789.") == std::string::npos;
+}
+
 }  // namespace tdhook::receiver

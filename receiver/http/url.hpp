@@ -31,4 +31,8 @@ struct Url {
 // kept. invalid_input with the reason (which never quotes the URL) otherwise.
 Result<Url> parse_url(std::string_view url);
 
+// Whether `host` (a name or an address, IPv6 with or without brackets) names the loopback
+// interface: localhost, 127.0.0.0/8, ::1. The inspector binds only to these without a token.
+bool is_loopback_host(std::string_view host) noexcept;
+
 }  // namespace tdhook::receiver

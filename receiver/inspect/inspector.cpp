@@ -18,6 +18,7 @@
 
 #include <httplib.h>
 
+#include "http/url.hpp"
 #include "inspect/assets.hpp"
 #include "store/record.hpp"
 #include "tdhook/pattern.hpp"
@@ -237,11 +238,6 @@ Result<std::vector<StoredEvent>> stored_before(
 
 }  // namespace
 
-bool is_loopback_name(std::string_view host) noexcept {
-  if (lower_equals(host, "localhost") || host == "::1" || host == "[::1]") return true;
-  return host.starts_with("127.") && host.find_first_not_of("0123456789.") == std::string::npos;
-}
-
 struct Inspector::Impl {
   InspectorOptions options;
   Recorder& recorder;
@@ -291,7 +287,7 @@ struct Inspector::Impl {
   bool host_allowed(const httplib::Request& req) const {
     if (token) return true;  // the token decides
     if (!req.has_header("Host")) return true;
-    return is_loopback_name(host_part(req.get_header_value("Host")));
+    return is_loopback_host(host_part(req.get_header_value("Host")));
   }
 
   // A request that changes something comes from the page itself (or from no page: a script).
@@ -874,7 +870,7 @@ struct Inspector::Impl {
 
   Status setup() {
     if (auto st = read_token(); !st) return st;
-    if (!token && !is_loopback_name(options.host)) {
+    if (!token && !is_loopback_host(options.host)) {
       return Error{ErrorCode::invalid_config,
                    "--inspect on " + options.host + " needs --inspect-token-file"};
     }

@@ -63,7 +63,4 @@ class Inspector {
   std::unique_ptr<Impl> impl_;
 };
 
-// Whether `host` names the loopback interface: localhost, 127.0.0.0/8, ::1.
-bool is_loopback_name(std::string_view host) noexcept;
-
 }  // namespace tdhook::receiver::inspect

@@ -121,8 +121,8 @@ struct HttpServer::Impl final : HttpHandler {
 
   // --- the observer (inspector) --------------------------------------------------------------
 
-  Observation observe(std::string_view remote, const HttpRequestHead* head,
-                      const std::string* body) const {
+  // A request refused from its head alone (404, 405) or before it (400, 413 from the parser).
+  Observation observe(std::string_view remote, const HttpRequestHead* head) const {
     if (observer == nullptr) return nullptr;
     auto o = std::make_shared<ObservedRequest>();
     o->received_at_ms = now_ms();
@@ -132,10 +132,21 @@ struct HttpServer::Impl final : HttpHandler {
       o->target = head->target;
       o->headers = head->fields;
     }
-    if (body != nullptr) {
-      o->body = *body;
-      o->body_read = true;
-    }
+    return o;
+  }
+
+  // A request whose body was read. Its fields and body are moved, not copied (the hot path pays
+  // for the inspector only with this): call it once they are no longer needed here. The event
+  // loop discards a request once handle() returns; the views in RequestInfo (method, path,
+  // remote) are left alone.
+  Observation observe(HttpRequest& request) const {
+    if (observer == nullptr) return nullptr;
+    auto o = observe(request.remote, nullptr);
+    o->method = request.head.method;
+    o->target = request.head.target;
+    o->headers = std::move(request.head.fields);
+    o->body = std::move(request.body);
+    o->body_read = true;
     return o;
   }
 
@@ -148,10 +159,14 @@ struct HttpServer::Impl final : HttpHandler {
     o.reset();
   }
 
-  static void describe_event(Observation& o, const Event& event) {
-    if (!o) return;
-    o->event = event.name();
-    o->project_id = event.hook().project_id;
+  // A verified request: what its envelope says as well.
+  Observation observe(HttpRequest& request, const Event& event) const {
+    auto o = observe(request);
+    if (o) {
+      o->event = event.name();
+      o->project_id = event.hook().project_id;
+    }
+    return o;
   }
 
   // --- HttpHandler -------------------------------------------------------------------------
@@ -171,12 +186,12 @@ struct HttpServer::Impl final : HttpHandler {
       return res;
     }
     if (path != config.path) {
-      auto o = ops ? nullptr : observe(remote, &head, nullptr);
+      auto o = ops ? nullptr : observe(remote, &head);
       report(o, outcomes::not_found, "no receiver at this path (--path is " + config.path + ")");
       return answer(info, outcomes::not_found, error_body(outcomes::not_found.reason));
     }
     if (head.method != "POST") {
-      auto o = observe(remote, &head, nullptr);
+      auto o = observe(remote, &head);
       report(o, outcomes::method_not_allowed, "Tiledesk sends POST");
       auto res = answer(info, outcomes::method_not_allowed,
                         error_body(outcomes::method_not_allowed.reason));
@@ -187,7 +202,7 @@ struct HttpServer::Impl final : HttpHandler {
   }
 
   HttpResponse on_error(const HttpError& error, std::string_view remote) override {
-    auto o = observe(remote, nullptr, nullptr);
+    auto o = observe(remote, nullptr);
     report(o, HttpOutcome{error.status, error.reason}, error.detail);
     return answer(RequestInfo{{}, {}, remote}, HttpOutcome{error.status, error.reason},
                   error_body(error.reason), error.detail);
@@ -196,10 +211,10 @@ struct HttpServer::Impl final : HttpHandler {
   void handle(HttpRequest& request, Responder respond) override {
     const auto& head = request.head;
     const RequestInfo info{head.method, head.path(), request.remote};
-    auto o = observe(request.remote, &head, &request.body);
     const auto* content_type = head.find("Content-Type");
     if (content_type == nullptr || !is_json_content_type(*content_type)) {
       const std::string detail = "Content-Type: " + (content_type ? *content_type : std::string());
+      auto o = observe(request);
       report(o, outcomes::unsupported_media_type, detail);
       return respond(answer(info, outcomes::unsupported_media_type,
                             error_body(outcomes::unsupported_media_type.reason), detail));
@@ -207,14 +222,14 @@ struct HttpServer::Impl final : HttpHandler {
     auto event = authenticate(head, request.body);
     if (!event) {
       const auto outcome = outcome_for(event.error().code);
+      auto o = observe(request);
       report(o, outcome, event.error().detail);
       return respond(answer(
           info, outcome,
           outcome.status == 401 ? std::string(unauthorized_body) : error_body(outcome.reason),
           event.error().detail));
     }
-    describe_event(o, *event);
-    accept(info, request, std::move(*event), std::move(o), std::move(respond));
+    accept(info, request, std::move(*event), std::move(respond));
   }
 
   // --- the POST path -------------------------------------------------------------------------
@@ -239,17 +254,19 @@ struct HttpServer::Impl final : HttpHandler {
   }
 
   // Verified: filtered out, unrouted, or stored (the answer waits for the spool's commit).
-  void accept(const RequestInfo& info, const HttpRequest& request, Event event, Observation o,
-              Responder respond) {
+  // The event owns a copy of the body: `request` is only the observer's from here on.
+  void accept(const RequestInfo& info, HttpRequest& request, Event event, Responder respond) {
     const auto* reply = replies.find(event.name());
     if (!config.events.empty() && !config.events.matches(event.name())) {
       log.debug("event filtered out", LogFields().add("event", event.name()));
+      auto o = observe(request, event);
       report(o, outcomes::filtered, "not in --events (" + config.events_text + ")");
       return finish(outcomes::filtered, R"({"ok":true,"stored":false})", std::move(event), reply,
                     {}, {}, std::move(respond));
     }
     auto sinks = sinks_for(event.name());
     if (sinks.empty()) {
+      auto o = observe(request, event);
       report(o, outcomes::unrouted, "no sink's filter takes this event");
       auto record = build_record(event, RecordOptions{new_delivery_id(), now_ms(),
                                                       verified_text(event), config.keep_token});
@@ -260,6 +277,7 @@ struct HttpServer::Impl final : HttpHandler {
     item.received_at_ms = now_ms();
     item.dedup_key = dedup_key(event);
     if (auto first = recent.find(item.dedup_key, item.received_at_ms)) {
+      auto o = observe(request, event);
       if (o) o->delivery_id = *first;
       report(o, outcome_for(PutOutcome::duplicate), "a retry of an event stored lately");
       return answer_duplicate(std::move(*first), std::move(event), reply, std::move(respond));
@@ -273,6 +291,7 @@ struct HttpServer::Impl final : HttpHandler {
       return std::find(forward_sinks.begin(), forward_sinks.end(), s) != forward_sinks.end();
     });
     if (forwarded) item.original = build_original(request.head.fields, request.body);
+    auto o = observe(request, event);
     if (o) o->sinks = sinks;
     item.sinks = std::move(sinks);
     item.record = build_record(event, RecordOptions{item.delivery_id, item.received_at_ms,
