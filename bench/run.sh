@@ -9,7 +9,7 @@
 #   bench/run.sh [BUILD_DIR] [SECONDS]         or   BUILD_DIR=build SECONDS=10 bench/run.sh
 #   SCENARIOS=unique bench/run.sh              the unique-body table only
 #   SCENARIOS=inspect bench/run.sh             the inspector's cost: tdhook without and with
-#                                              --inspect, alternated INSPECT_ROUNDS (3) times
+#                                              --inspect, alternated INSPECT_ROUNDS (4) times
 #
 # Environment (defaults): BUILD_DIR (./build of the project), SECONDS (10, per server run),
 # CONNECTIONS (32), WRK_THREADS (2), SCENARIOS ("unique same script verify send"; unique = "ka
@@ -291,7 +291,7 @@ print_unique() {
   done
   if [ -n "${want[inspect]:-}" ]; then
     local r ratios=()
-    for ((r = 1; r <= ${INSPECT_ROUNDS:-3}; r++)); do
+    for ((r = 1; r <= ${INSPECT_ROUNDS:-4}; r++)); do
       ratios+=("$(ratio "${RPS[inspect$r/tdhook (inspect)]:-}" "${RPS[inspect$r/tdhook]:-}")")
     done
     local median
@@ -393,9 +393,15 @@ for s in $run_list; do
       ;;
     inspect)
       # The inspector's cost on the hot path: tdhook without and with --inspect, alternated
-      # INSPECT_ROUNDS times (the machine's noise moves both alike within a round).
-      for ((round = 1; round <= ${INSPECT_ROUNDS:-3}; round++)); do
-        for srv in tdhook "tdhook (inspect)"; do
+      # INSPECT_ROUNDS times (the machine's noise moves both alike within a round), the order
+      # turned each round.
+      for ((round = 1; round <= ${INSPECT_ROUNDS:-4}; round++)); do
+        pair=(tdhook "tdhook (inspect)")
+        ((round % 2 == 0)) && pair=("tdhook (inspect)" tdhook)
+        for srv in "${pair[@]}"; do
+          # Each run starts with the last one's 2 GB written back: the kernel's writeback of a
+          # run's data otherwise slows the next run by up to a quarter, whichever it is.
+          sync
           run_http unique "inspect$round" "keep-alive, inspector off/on, round $round" "$srv" "$here/post-unique.lua"
           body_bytes=$(wc -c <"$B_WORK/body.json")
         done
