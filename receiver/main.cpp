@@ -6,8 +6,10 @@
 #include <signal.h>
 
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include "base/log.hpp"
@@ -29,12 +31,16 @@ namespace {
 constexpr int exit_config = 2;
 constexpr int exit_runtime = 1;
 
-Result<std::optional<Verifier>> make_verifier(const Config& config, const Logger& log) {
+// What SIGHUP swaps in: the verifier (nullopt under --no-verify) and the --events filter.
+Result<std::shared_ptr<const LiveConfig>> make_live(const Config& config, const Logger& log) {
+  auto live = std::make_shared<LiveConfig>();
+  live->events = config.events;
+  live->events_text = config.events_text;
   if (config.no_verify) {
     log.warn(
         "--no-verify: events are NOT authenticated; anyone who can reach this port can "
         "inject events (local development only)");
-    return std::optional<Verifier>();
+    return std::shared_ptr<const LiveConfig>(std::move(live));
   }
   auto options = make_verifier_options(config.keys);
   if (!options) return std::move(options).error();
@@ -43,10 +49,60 @@ Result<std::optional<Verifier>> make_verifier(const Config& config, const Logger
                  "no secret configured: give --secret-file FILE or TDHOOK_SECRETS (or "
                  "--global-key / --global-secret-file); --no-verify is for local development only"};
   }
+  live->secrets = options->secrets.size();
+  live->global_keys = options->global_keys.size();
   auto verifier = Verifier::create(std::move(*options));
   if (!verifier) return std::move(verifier).error();
-  return std::optional<Verifier>(std::move(*verifier));
+  live->verifier.emplace(std::move(*verifier));
+  return std::shared_ptr<const LiveConfig>(std::move(live));
 }
+
+// SIGHUP: the command line and the --config file are read again, and the secrets, keys and
+// --events filter of the result replace the running ones, all of them or none: a file that
+// does not load keeps the running set (logged, counted in tdhook_reloads_total). Every other
+// option stays as it was at start.
+struct Reloader {
+  int argc;
+  const char* const* argv;
+  LiveSettings& live;
+  Metrics& metrics;
+  const Logger& log;
+
+  void operator()() const {
+    Config fresh;
+    std::ostringstream out, err;
+    const auto outcome = load_config(argc, argv, fresh, out, err);
+    std::string problem;
+    if (!outcome.run) {
+      problem = err.str();
+      while (!problem.empty() && problem.back() == '\n') problem.pop_back();
+      if (problem.empty()) problem = "the command line or the --config file does not load";
+    }
+    std::shared_ptr<const LiveConfig> next;
+    if (problem.empty()) {
+      if (fresh.no_verify != !live.get()->verifier.has_value()) {
+        problem = "--no-verify cannot change without a restart";
+      } else if (auto made = make_live(fresh, log); !made) {
+        problem = made.error().detail;
+      } else {
+        next = std::move(*made);
+      }
+    }
+    if (!next) {
+      metrics.count_reload(false);
+      log.error("SIGHUP: reload failed, the running secrets, keys and --events stay",
+                LogFields().add("reason", problem));
+      return;
+    }
+    live.set(next);
+    metrics.count_reload(true);
+    log.info("SIGHUP: reloaded secrets, keys and --events",
+             LogFields()
+                 .add("secrets", static_cast<std::int64_t>(next->secrets))
+                 .add("global_keys", static_cast<std::int64_t>(next->global_keys))
+                 .add("events", next->events_text.empty() ? "all" : next->events_text));
+  }
+};
 
 sigset_t handled_signals() {
   sigset_t set;
@@ -57,8 +113,10 @@ sigset_t handled_signals() {
   return set;
 }
 
-// Takes the handled signals until SIGTERM or SIGINT; SIGHUP reopens the file sinks.
-void wait_for_stop(Dispatcher& dispatcher, const Logger& log) {
+// Takes the handled signals until SIGTERM or SIGINT; SIGHUP reopens the file sinks, then runs
+// `reload` (if any).
+void wait_for_stop(Dispatcher& dispatcher, const Logger& log,
+                   const std::function<void()>& reload = {}) {
   const auto set = handled_signals();
   for (;;) {
     int sig = 0;
@@ -67,6 +125,7 @@ void wait_for_stop(Dispatcher& dispatcher, const Logger& log) {
       // Logged once requested: what a delivery does after this line sees the new file.
       dispatcher.reopen_files();
       log.info("SIGHUP: reopening file sinks");
+      if (reload) reload();
       continue;
     }
     log.info("stopping", LogFields().add("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
@@ -188,13 +247,15 @@ int deliver_only(const Config& config, Store& store, const Logger& log) {
   return 0;
 }
 
-int serve(const Config& config, const Logger& log) {
-  auto verifier = make_verifier(config, log);
-  if (!verifier) {
-    log.error("cannot start", LogFields().add("reason", verifier.error().detail));
-    std::cerr << "tdhook-receiver: " << verifier.error().detail << '\n';
+int serve(const Config& config, const Logger& log, int argc, const char* const* argv) {
+  auto initial = make_live(config, log);
+  if (!initial) {
+    log.error("cannot start", LogFields().add("reason", initial.error().detail));
+    std::cerr << "tdhook-receiver: " << initial.error().detail << '\n';
     return exit_config;
   }
+  LiveSettings live(*initial);
+  const bool verifying = (*initial)->verifier.has_value();
   auto spool = open_store(config, log);
   if (!spool) {
     log.error("cannot open the store", LogFields().add("reason", spool.error().detail));
@@ -226,8 +287,8 @@ int serve(const Config& config, const Logger& log) {
   }
   (*spool)->set_on_commit([d = dispatcher->get()] { d->wake(); });
   ReplyRunner replies(config.replies, config.reply_timeout, config.pass_env, log);
-  auto server = HttpServer::start(
-      ServerParts{config, *verifier, **spool, replies, metrics, log, recorder.get()});
+  auto server =
+      HttpServer::start(ServerParts{config, live, **spool, replies, metrics, log, recorder.get()});
   if (!server) {
     log.error("cannot listen", LogFields().add("reason", server.error().detail));
     (*dispatcher)->stop();
@@ -242,7 +303,7 @@ int serve(const Config& config, const Logger& log) {
                             .add("path", config.path)
                             .add("tls", !config.tls_cert.empty())
                             .add("sinks", static_cast<std::int64_t>(config.sinks.size()))
-                            .add("verify", verifier->has_value() ? "on" : "off"));
+                            .add("verify", verifying ? "on" : "off"));
   std::unique_ptr<inspect::Inspector> inspector;
   if (recorder) {
     auto started =
@@ -258,7 +319,7 @@ int serve(const Config& config, const Logger& log) {
   }
 
   std::thread signals([&] {
-    wait_for_stop(**dispatcher, log);
+    wait_for_stop(**dispatcher, log, Reloader{argc, argv, live, metrics, log});
     (*server)->shutdown();
     // Its event streams end at once; its thread is joined while the server drains.
     if (inspector) inspector->stop();
@@ -294,5 +355,5 @@ int main(int argc, char** argv) {
   const auto outcome = load_config(argc, argv, config, std::cout, std::cerr);
   if (!outcome.run) return outcome.exit_code;
   Logger log(config.log_level);
-  return serve(config, log);
+  return serve(config, log, argc, argv);
 }

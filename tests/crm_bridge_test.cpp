@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "delivery/dispatcher.hpp"
-#include "doctest/doctest.h"
 #include "delivery/process.hpp"
+#include "doctest/doctest.h"
 #include "support/dispatch_fixture.hpp"
 #include "support/files.hpp"
 

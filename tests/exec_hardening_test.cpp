@@ -32,12 +32,6 @@ std::string script(const std::string& name) {
   return "sh " + (source_dir() / "tests" / "scripts" / name).string();
 }
 
-int metric(const std::string& text, const std::string& series) {
-  const auto at = text.find(series + " ");
-  if (at == std::string::npos) return 0;
-  return std::atoi(text.c_str() + at + series.size() + 1);
-}
-
 // A Prometheus label value as /metrics writes it.
 std::string label(const std::string& value) {
   std::string out;
@@ -52,8 +46,9 @@ int delivered(int port, const std::string& sink, const std::string& outcome = "d
   httplib::Client client("127.0.0.1", port);
   const auto res = client.Get("/metrics");
   if (!res) return -1;
-  return metric(res->body, R"(tdhook_deliveries_total{sink=")" + label(sink) + R"(",outcome=")" +
-                               outcome + "\"}");
+  return static_cast<int>(metric(res->body, R"(tdhook_deliveries_total{sink=")" + label(sink) +
+                                                R"(",outcome=")" + outcome + "\"}")
+                              .value_or(0));
 }
 
 // Processes of process group `pgid` that still run (zombies do not: they wait for a parent that

@@ -5,9 +5,9 @@
 #include <regex>
 #include <string>
 
-#include "doctest/doctest.h"
 #include "base/log.hpp"
 #include "base/metrics.hpp"
+#include "doctest/doctest.h"
 #include "support/files.hpp"
 
 using tdhook::receiver::LogFields;

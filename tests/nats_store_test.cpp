@@ -139,18 +139,6 @@ std::pair<int, std::string> get(int port, const std::string& path) {
   return res ? std::make_pair(res->status, res->body) : std::make_pair(0, std::string());
 }
 
-// A series' value on a /metrics page; nullopt when the page has no such series.
-std::optional<long long> metric(const std::string& text, const std::string& series) {
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
-        line[series.size()] == ' ') {
-      return std::atoll(line.c_str() + series.size() + 1);
-    }
-  }
-  return std::nullopt;
-}
-
 std::string sink_series(const std::string& name, const std::string& sink) {
   return name + "{sink=\"" + sink + "\"}";
 }

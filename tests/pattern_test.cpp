@@ -41,7 +41,8 @@ TEST_SUITE("pattern") {
   }
 
   TEST_CASE("malformed patterns are configuration errors") {
-    for (const char* bad : {"", ".", "a..b", ".a", "a.", "**.a", "a.**.b", "re*", "*x.y", "a.b**"}) {
+    for (const char* bad :
+         {"", ".", "a..b", ".a", "a.", "**.a", "a.**.b", "re*", "*x.y", "a.b**"}) {
       CAPTURE(bad);
       auto p = EventPattern::parse(bad);
       REQUIRE_FALSE(p.ok());

@@ -128,18 +128,6 @@ std::map<int, int> seqs_in(const std::string& ndjson) {
   return seen;
 }
 
-int metric(const std::string& text, const std::string& series) {
-  const auto at = text.find(series + " ");
-  if (at == std::string::npos) return 0;
-  return std::atoi(text.c_str() + at + series.size() + 1);
-}
-
-std::string get_metrics(int port) {
-  httplib::Client client("127.0.0.1", port);
-  const auto res = client.Get("/metrics");
-  return res ? res->body : std::string();
-}
-
 int healthz_status(int port) {
   httplib::Client client("127.0.0.1", port);
   const auto res = client.Get("/healthz");

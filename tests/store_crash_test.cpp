@@ -85,18 +85,6 @@ SinkContent sink_content(const fs::path& file) {
 }
 std::map<int, int> seqs_in(const fs::path& file) { return sink_content(file).seqs; }
 
-int metric(const std::string& text, const std::string& series) {
-  const auto at = text.find(series + " ");
-  if (at == std::string::npos) return 0;
-  return std::atoi(text.c_str() + at + series.size() + 1);
-}
-
-std::string get_metrics(int port) {
-  httplib::Client client("127.0.0.1", port);
-  const auto res = client.Get("/metrics");
-  return res ? res->body : std::string();
-}
-
 int healthz_status(int port) {
   httplib::Client client("127.0.0.1", port);
   const auto res = client.Get("/healthz");
@@ -104,8 +92,9 @@ int healthz_status(int port) {
 }
 
 int retried(int port, const std::string& sink) {
-  return metric(get_metrics(port),
-                R"(tdhook_deliveries_total{sink=")" + sink + R"(",outcome="retried"})");
+  return static_cast<int>(metric(get_metrics(port), R"(tdhook_deliveries_total{sink=")" + sink +
+                                                        R"(",outcome="retried"})")
+                              .value_or(0));
 }
 
 // The receiver's JSON log lines whose message contains `text`.

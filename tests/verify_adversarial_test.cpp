@@ -31,11 +31,13 @@ std::string hmac(const std::string& key, const std::string& data) {
   unsigned char out[EVP_MAX_MD_SIZE];
   size_t len = 0;
   EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, key.data(), key.size(),
-            reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, sizeof out, &len);
+            reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, sizeof out,
+            &len);
   return std::string(reinterpret_cast<char*>(out), len);
 }
 
-std::string token(const std::string& header, const std::string& claims, const std::string& key = kSecret) {
+std::string token(const std::string& header, const std::string& claims,
+                  const std::string& key = kSecret) {
   std::string input = base64url_encode(header) + "." + base64url_encode(claims);
   return input + "." + base64url_encode(hmac(key, input));
 }
@@ -67,7 +69,8 @@ const std::string kHeader = R"({"alg":"HS256","typ":"JWT"})";
 
 TEST_SUITE("verify.adversarial") {
   TEST_CASE("the well-formed baseline verifies, so every failure below is due to its defect") {
-    auto r = verifier().verify(std::optional<std::string_view>(kSecret), body_with(token(kHeader, kClaims)));
+    auto r = verifier().verify(std::optional<std::string_view>(kSecret),
+                               body_with(token(kHeader, kClaims)));
     CHECK_MESSAGE(r.ok(), (r.ok() ? "" : r.error().detail));
   }
 
@@ -89,7 +92,8 @@ TEST_SUITE("verify.adversarial") {
       CHECK(code_of(body_with(good, hook)) == ErrorCode::malformed_envelope);
     }
     SUBCASE("header") {
-      CHECK(code_of(body_with(token(R"({"alg":"none","alg":"HS256"})", kClaims))) == ErrorCode::token_malformed);
+      CHECK(code_of(body_with(token(R"({"alg":"none","alg":"HS256"})", kClaims))) ==
+            ErrorCode::token_malformed);
     }
     SUBCASE("claims") {
       std::string claims = kClaims;
@@ -99,25 +103,30 @@ TEST_SUITE("verify.adversarial") {
   }
 
   TEST_CASE("alg variants other than the exact configured name are not allowed") {
-    for (const char* alg : {"HS256 ", "hs256", "None", "none", "NONE", "HS384", "HS512", "", "RS256"}) {
+    for (const char* alg :
+         {"HS256 ", "hs256", "None", "none", "NONE", "HS384", "HS512", "", "RS256"}) {
       CAPTURE(alg);
       std::string header = std::string(R"({"alg":")") + alg + R"(","typ":"JWT"})";
       CHECK(code_of(body_with(token(header, kClaims))) == ErrorCode::token_alg_not_allowed);
     }
     SUBCASE("alg none with an empty signature") {
-      std::string t = base64url_encode(R"({"alg":"none","typ":"JWT"})") + "." + base64url_encode(kClaims) + ".";
+      std::string t =
+          base64url_encode(R"({"alg":"none","typ":"JWT"})") + "." + base64url_encode(kClaims) + ".";
       CHECK(code_of(body_with(t)) == ErrorCode::token_alg_not_allowed);
     }
     SUBCASE("alg that is not a string") {
-      CHECK(code_of(body_with(token(R"({"alg":["HS256"]})", kClaims))) == ErrorCode::token_malformed);
+      CHECK(code_of(body_with(token(R"({"alg":["HS256"]})", kClaims))) ==
+            ErrorCode::token_malformed);
     }
   }
 
   TEST_CASE("kid is ignored and crit is refused") {
-    auto ok = verifier().verify(std::optional<std::string_view>(kSecret),
-                                body_with(token(R"({"alg":"HS256","typ":"JWT","kid":"../../etc/passwd"})", kClaims)));
+    auto ok = verifier().verify(
+        std::optional<std::string_view>(kSecret),
+        body_with(token(R"({"alg":"HS256","typ":"JWT","kid":"../../etc/passwd"})", kClaims)));
     CHECK(ok.ok());
-    CHECK(code_of(body_with(token(R"({"alg":"HS256","crit":["exp"]})", kClaims))) == ErrorCode::token_malformed);
+    CHECK(code_of(body_with(token(R"({"alg":"HS256","crit":["exp"]})", kClaims))) ==
+          ErrorCode::token_malformed);
   }
 
   TEST_CASE("extra segments, padding and non-canonical base64url are malformed") {
@@ -138,7 +147,8 @@ TEST_SUITE("verify.adversarial") {
   TEST_CASE("a public key used as an HMAC secret does not verify") {
     // The classic RS256 -> HS256 confusion: the attacker HMACs with the public key's PEM text.
     const std::string pem =
-        "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA1y8j5aqP91CMeBxg1HKC\n"
+        "-----BEGIN PUBLIC "
+        "KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA1y8j5aqP91CMeBxg1HKC\n"
         "2uCbcG1RlzbKWJqlO/oudfJBd5FSGuOuFgeHVLX4urHHPemqIkUgDGYhYw/UPJfg\n"
         "sbxsSjdtdSHWBy9h50vgxQv1t0gbrgC0xrWbMpjAPjJFtlN36U8fzWKh6vwP8cEn\n"
         "LYhzakf0YSoVDn2eHyufQJ+pOspKHYWoszPQ1zPoSMwLdp6fl4H/wNM607M1JRWM\n"
@@ -147,26 +157,30 @@ TEST_SUITE("verify.adversarial") {
         "-----END PUBLIC KEY-----\n";
     auto v = verifier({{tdhook::Algorithm::rs256, pem}});
     std::string claims = kClaims;
-    claims.replace(claims.find("https://tiledesk.com/subscriptions/5c879fb4f1ae6600173b8c75"),
-                   std::string("https://tiledesk.com/subscriptions/5c879fb4f1ae6600173b8c75").size(), "https://tiledesk.com");
+    claims.replace(
+        claims.find("https://tiledesk.com/subscriptions/5c879fb4f1ae6600173b8c75"),
+        std::string("https://tiledesk.com/subscriptions/5c879fb4f1ae6600173b8c75").size(),
+        "https://tiledesk.com");
     CHECK(code_of(body_with(token(kHeader, claims, pem)), v) == ErrorCode::token_bad_signature);
-    CHECK(code_of(body_with(token(R"({"alg":"RS256","typ":"JWT"})", claims, pem)), v) == ErrorCode::token_bad_signature);
+    CHECK(code_of(body_with(token(R"({"alg":"RS256","typ":"JWT"})", claims, pem)), v) ==
+          ErrorCode::token_bad_signature);
   }
 
   TEST_CASE("a 1 MB token is refused cleanly") {
     std::string big(1 << 20, 'A');
     CHECK(code_of(body_with(big + "." + big + "." + big)) == ErrorCode::token_malformed);
     std::string claims = R"({"pad":")" + std::string(1 << 20, 'x') + "\"," + kClaims.substr(1);
-    auto r = verifier().verify(std::optional<std::string_view>(kSecret), body_with(token(kHeader, claims)));
+    auto r = verifier().verify(std::optional<std::string_view>(kSecret),
+                               body_with(token(kHeader, claims)));
     CHECK(r.ok());  // large but valid: accepted, not crashed
   }
 
   TEST_CASE("a payload nested 100000 levels deep is malformed, not a stack overflow") {
     std::string deep = std::string(100000, '[') + std::string(100000, ']');
-    std::string b = R"({"timestamp":1764149998500,"payload":)" + deep + R"(,"hook":)" + kHook + R"(,"token":")" +
-                    token(kHeader, kClaims) + "\"}";
+    std::string b = R"({"timestamp":1764149998500,"payload":)" + deep + R"(,"hook":)" + kHook +
+                    R"(,"token":")" + token(kHeader, kClaims) + "\"}";
     CHECK(code_of(b) == ErrorCode::malformed_body);
-    std::string deep_claims = R"({"x":)" + std::string(100000, '{') ;
+    std::string deep_claims = R"({"x":)" + std::string(100000, '{');
     CHECK(code_of(body_with(token(kHeader, deep_claims))) == ErrorCode::token_malformed);
   }
 
@@ -190,13 +204,16 @@ TEST_SUITE("verify.adversarial") {
     CHECK(code_of("[]") == ErrorCode::malformed_body);
     CHECK(code_of("{\"a\":1} trailing") == ErrorCode::malformed_body);
     CHECK(code_of(std::string("{\"a\":\0}", 7)) == ErrorCode::malformed_body);
-    CHECK(code_of(R"({"timestamp":"1","payload":{},"hook":)" + kHook + R"(,"token":")" + t + "\"}") ==
+    CHECK(code_of(R"({"timestamp":"1","payload":{},"hook":)" + kHook + R"(,"token":")" + t +
+                  "\"}") == ErrorCode::malformed_envelope);
+    CHECK(code_of(R"({"timestamp":1.5,"payload":{},"hook":)" + kHook + R"(,"token":")" + t +
+                  "\"}") == ErrorCode::malformed_envelope);
+    CHECK(code_of(R"({"timestamp":1,"payload":{},"hook":[],"token":")" + t + "\"}") ==
           ErrorCode::malformed_envelope);
-    CHECK(code_of(R"({"timestamp":1.5,"payload":{},"hook":)" + kHook + R"(,"token":")" + t + "\"}") ==
+    CHECK(code_of(R"({"timestamp":1,"payload":{},"hook":)" + kHook + R"(,"token":42})") ==
           ErrorCode::malformed_envelope);
-    CHECK(code_of(R"({"timestamp":1,"payload":{},"hook":[],"token":")" + t + "\"}") == ErrorCode::malformed_envelope);
-    CHECK(code_of(R"({"timestamp":1,"payload":{},"hook":)" + kHook + R"(,"token":42})") == ErrorCode::malformed_envelope);
-    CHECK(code_of(R"({"timestamp":1,"hook":)" + kHook + R"(,"token":")" + t + "\"}") == ErrorCode::malformed_envelope);
+    CHECK(code_of(R"({"timestamp":1,"hook":)" + kHook + R"(,"token":")" + t + "\"}") ==
+          ErrorCode::malformed_envelope);
     std::string no_event = kHook;
     no_event.replace(no_event.find(R"("event":"lead.create",)"), 22, "");
     CHECK(code_of(body_with(t, no_event)) == ErrorCode::malformed_envelope);
@@ -209,14 +226,15 @@ TEST_SUITE("verify.adversarial") {
       return code_of(body_with(token(kHeader, c)));
     };
     CHECK(with(R"("sub":"subscription")", R"("sub":"bot")") == ErrorCode::token_claims_mismatch);
-    CHECK(with(R"("iss":"https://tiledesk.com")", R"("iss":"https://tiledesk.com ")") == ErrorCode::token_claims_mismatch);
+    CHECK(with(R"("iss":"https://tiledesk.com")", R"("iss":"https://tiledesk.com ")") ==
+          ErrorCode::token_claims_mismatch);
     CHECK(with(R"("aud":"https://tiledesk.com/subscriptions/5c879fb4f1ae6600173b8c75")",
                R"("aud":["https://tiledesk.com/subscriptions/5c879fb4f1ae6600173b8c75"])") ==
           ErrorCode::token_claims_mismatch);
     CHECK(with(R"("iat":1764149998,)", "") == ErrorCode::token_claims_mismatch);
     // The global audience is only accepted from a global key.
-    CHECK(with(R"("aud":"https://tiledesk.com/subscriptions/5c879fb4f1ae6600173b8c75")", R"("aud":"https://tiledesk.com")") ==
-          ErrorCode::token_claims_mismatch);
+    CHECK(with(R"("aud":"https://tiledesk.com/subscriptions/5c879fb4f1ae6600173b8c75")",
+               R"("aud":"https://tiledesk.com")") == ErrorCode::token_claims_mismatch);
   }
 
   TEST_CASE("verify is safe to call from many threads at once") {

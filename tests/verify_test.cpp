@@ -12,7 +12,8 @@ using tdhook::test::source_dir;
 namespace {
 
 nlohmann::json vectors() {
-  return nlohmann::json::parse(read_file(source_dir() / "tests/fixtures/verify-vectors.json"))["vectors"];
+  return nlohmann::json::parse(
+      read_file(source_dir() / "tests/fixtures/verify-vectors.json"))["vectors"];
 }
 
 tdhook::VerifierOptions options_of(const nlohmann::json& config) {
@@ -22,13 +23,15 @@ tdhook::VerifierOptions options_of(const nlohmann::json& config) {
     for (const auto& k : config["global_keys"]) {
       auto alg = tdhook::algorithm_from_string(k["alg"].get<std::string>());
       REQUIRE(alg);
-      o.global_keys.push_back({*alg, k.contains("pem") ? k["pem"].get<std::string>() : k["secret"].get<std::string>()});
+      o.global_keys.push_back(
+          {*alg, k.contains("pem") ? k["pem"].get<std::string>() : k["secret"].get<std::string>()});
     }
   }
   std::int64_t now = config["now_ms"].get<std::int64_t>();
   o.clock = [now] { return now; };
   o.max_age = std::chrono::seconds(config["max_age_s"].get<std::int64_t>());
-  if (config.contains("mode")) o.mode = *tdhook::verify_mode_from_string(config["mode"].get<std::string>());
+  if (config.contains("mode"))
+    o.mode = *tdhook::verify_mode_from_string(config["mode"].get<std::string>());
   return o;
 }
 
@@ -43,7 +46,8 @@ TEST_SUITE("verify") {
         auto verifier = tdhook::Verifier::create(options_of(v["config"]));
         REQUIRE_MESSAGE(verifier.ok(), verifier.error().detail);
         tdhook::Headers headers;
-        for (const auto& [name, value] : v["request"]["headers"].items()) headers.emplace_back(name, value.get<std::string>());
+        for (const auto& [name, value] : v["request"]["headers"].items())
+          headers.emplace_back(name, value.get<std::string>());
         auto result = verifier->verify(headers, v["request"]["body"].get<std::string>());
         const auto& expect = v["expect"];
         if (expect["ok"].get<bool>()) {
@@ -62,7 +66,8 @@ TEST_SUITE("verify") {
     auto verifier = tdhook::Verifier::create(options_of(v["config"]));
     REQUIRE(verifier.ok());
     std::string body = v["request"]["body"].get<std::string>();
-    auto event = verifier->verify(std::optional<std::string_view>("56c189c8-33ae-4930-bd98-410a12aa45ce"), body);
+    auto event = verifier->verify(
+        std::optional<std::string_view>("56c189c8-33ae-4930-bd98-410a12aa45ce"), body);
     REQUIRE(event.ok());
     CHECK(event->name() == "lead.create");
     CHECK(event->hook().id == "5c879fb4f1ae6600173b8c75");
@@ -85,7 +90,8 @@ TEST_SUITE("verify") {
     REQUIRE(verifier.ok());
     std::string body = v["request"]["body"].get<std::string>();
     for (const char* name : {"X-Hook-Secret", "X-HOOK-SECRET", "x-hook-secret"}) {
-      tdhook::Headers h{{"Content-Type", "application/json"}, {name, "56c189c8-33ae-4930-bd98-410a12aa45ce"}};
+      tdhook::Headers h{{"Content-Type", "application/json"},
+                        {name, "56c189c8-33ae-4930-bd98-410a12aa45ce"}};
       CHECK(verifier->verify(h, body).ok());
     }
     tdhook::Headers h{{"x-hook-secret-x", "56c189c8-33ae-4930-bd98-410a12aa45ce"}};
@@ -104,7 +110,8 @@ TEST_SUITE("verify") {
       REQUIRE(verifier.ok());
       std::string tampered = body;
       tampered.replace(tampered.find("\"token\":\"") + 9, 3, "xyz");
-      auto r = verifier->verify(std::optional<std::string_view>("56c189c8-33ae-4930-bd98-410a12aa45ce"), tampered);
+      auto r = verifier->verify(
+          std::optional<std::string_view>("56c189c8-33ae-4930-bd98-410a12aa45ce"), tampered);
       REQUIRE(r.ok());
       CHECK(r->verification().describe() == "secret");
     }
@@ -135,7 +142,8 @@ TEST_SUITE("verify") {
     SUBCASE("a PEM that is not a key") {
       tdhook::VerifierOptions o;
       o.secrets = {"s"};
-      o.global_keys = {{tdhook::Algorithm::rs256, "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n"}};
+      o.global_keys = {{tdhook::Algorithm::rs256,
+                        "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n"}};
       auto r = tdhook::Verifier::create(o);
       REQUIRE_FALSE(r.ok());
       CHECK(r.error().code == ErrorCode::invalid_config);
@@ -165,7 +173,8 @@ TEST_SUITE("verify") {
       auto verifier = tdhook::Verifier::create(options_of(v["config"]));
       REQUIRE(verifier.ok());
       tdhook::Headers headers;
-      for (const auto& [name, value] : v["request"]["headers"].items()) headers.emplace_back(name, value.get<std::string>());
+      for (const auto& [name, value] : v["request"]["headers"].items())
+        headers.emplace_back(name, value.get<std::string>());
       auto r = verifier->verify(headers, v["request"]["body"].get<std::string>());
       if (r.ok()) continue;
       CHECK(r.error().detail.find("56c189c8") == std::string::npos);

@@ -87,6 +87,12 @@ std::string Metrics::render() const {
          "Notifications answered as duplicates of a stored event.", "counter");
   out += "tdhook_events_duplicate_total " + std::to_string(duplicates_.load()) + "\n";
 
+  header(out, "tdhook_reloads_total",
+         "SIGHUP reloads of the secrets, keys and --events filter, by outcome.", "counter");
+  out += "tdhook_reloads_total{outcome=\"ok\"} " + std::to_string(reloads_ok_.load()) + "\n";
+  out +=
+      "tdhook_reloads_total{outcome=\"failed\"} " + std::to_string(reloads_failed_.load()) + "\n";
+
   header(out, "tdhook_deliveries_total",
          "Delivery attempts by sink and outcome (delivered, retried, dead).", "counter");
   for (const auto& [key, value] : deliveries_) {

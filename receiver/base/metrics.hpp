@@ -27,6 +27,8 @@ class Metrics {
   void set_spool_pending(std::int64_t value) { spool_pending_.store(value); }
   // tdhook_store_bytes (gauge): what the event log holds on disk, bounded by retention
   void set_store_bytes(std::uint64_t value) { store_bytes_.store(value); }
+  // tdhook_reloads_total{outcome="ok|failed"}: SIGHUP reloads of secrets, keys and --events
+  void count_reload(bool ok) { (ok ? reloads_ok_ : reloads_failed_).fetch_add(1); }
 
   std::string render() const;
 
@@ -43,6 +45,7 @@ class Metrics {
   std::atomic<std::uint64_t> stored_{0}, duplicates_{0};
   std::atomic<std::int64_t> spool_pending_{0};
   std::atomic<std::uint64_t> store_bytes_{0};
+  std::atomic<std::uint64_t> reloads_ok_{0}, reloads_failed_{0};
 };
 
 }  // namespace tdhook::receiver

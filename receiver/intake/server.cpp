@@ -61,7 +61,7 @@ bool is_forward_sink(const SinkConfig& sink) { return sink.spec.starts_with("for
 // and cpp-httplib's TLS server both call on_head() and handle().
 struct HttpServer::Impl final : HttpHandler {
   const Config& config;
-  const std::optional<Verifier>& verifier;
+  const LiveSettings& live;
   Store& spool;
   const ReplyRunner& replies;
   Metrics& metrics;
@@ -78,7 +78,7 @@ struct HttpServer::Impl final : HttpHandler {
 
   explicit Impl(const ServerParts& p)
       : config(p.config),
-        verifier(p.verifier),
+        live(p.live),
         spool(p.spool),
         replies(p.replies),
         metrics(p.metrics),
@@ -219,7 +219,9 @@ struct HttpServer::Impl final : HttpHandler {
       return respond(answer(info, outcomes::unsupported_media_type,
                             error_body(outcomes::unsupported_media_type.reason), detail));
     }
-    auto event = authenticate(head, request.body);
+    // The settings this request is judged by, to its end (a SIGHUP may swap them meanwhile).
+    const auto settings = live.get();
+    auto event = authenticate(*settings, head, request.body);
     if (!event) {
       const auto outcome = outcome_for(event.error().code);
       auto o = observe(request);
@@ -229,12 +231,14 @@ struct HttpServer::Impl final : HttpHandler {
           outcome.status == 401 ? std::string(unauthorized_body) : error_body(outcome.reason),
           event.error().detail));
     }
-    accept(info, request, std::move(*event), std::move(respond));
+    accept(info, request, *settings, std::move(*event), std::move(respond));
   }
 
   // --- the POST path -------------------------------------------------------------------------
 
-  Result<Event> authenticate(const HttpRequestHead& head, std::string_view body) const {
+  static Result<Event> authenticate(const LiveConfig& settings, const HttpRequestHead& head,
+                                    std::string_view body) {
+    const auto& verifier = settings.verifier;
     if (!verifier) return Event::parse(body);
     std::optional<std::string_view> secret;
     if (const auto* value = head.find("x-hook-secret")) secret = *value;
@@ -249,18 +253,20 @@ struct HttpServer::Impl final : HttpHandler {
     return names;
   }
 
+  // --no-verify is not reloadable: whether events are verified is fixed at start.
   std::string verified_text(const Event& event) const {
-    return verifier ? event.verification().describe() : std::string("none");
+    return !config.no_verify ? event.verification().describe() : std::string("none");
   }
 
   // Verified: filtered out, unrouted, or stored (the answer waits for the spool's commit).
   // The event owns a copy of the body: `request` is only the observer's from here on.
-  void accept(const RequestInfo& info, HttpRequest& request, Event event, Responder respond) {
+  void accept(const RequestInfo& info, HttpRequest& request, const LiveConfig& settings,
+              Event event, Responder respond) {
     const auto* reply = replies.find(event.name());
-    if (!config.events.empty() && !config.events.matches(event.name())) {
+    if (!settings.events.empty() && !settings.events.matches(event.name())) {
       log.debug("event filtered out", LogFields().add("event", event.name()));
       auto o = observe(request, event);
-      report(o, outcomes::filtered, "not in --events (" + config.events_text + ")");
+      report(o, outcomes::filtered, "not in --events (" + settings.events_text + ")");
       return finish(outcomes::filtered, R"({"ok":true,"stored":false})", std::move(event), reply,
                     {}, {}, std::move(respond));
     }

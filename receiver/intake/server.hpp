@@ -14,10 +14,11 @@
 #include <optional>
 #include <string>
 
-#include "config/config.hpp"
 #include "base/log.hpp"
 #include "base/metrics.hpp"
+#include "config/config.hpp"
 #include "delivery/reply.hpp"
+#include "intake/live.hpp"
 #include "intake/observer.hpp"
 #include "store/store.hpp"
 #include "tdhook/result.hpp"
@@ -27,7 +28,7 @@ namespace tdhook::receiver {
 
 struct ServerParts {
   const Config& config;
-  const std::optional<Verifier>& verifier;  // nullopt = --no-verify
+  const LiveSettings& live;  // the verifier and --events, swapped by SIGHUP
   Store& spool;
   const ReplyRunner& replies;
   Metrics& metrics;

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "delivery/dispatcher.hpp"
 #include "base/log.hpp"
 #include "base/metrics.hpp"
+#include "delivery/dispatcher.hpp"
 #include "store/spool.hpp"
 #include "support/files.hpp"
 

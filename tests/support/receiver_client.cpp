@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 
 #include "tdhook/sign.hpp"
@@ -111,6 +113,23 @@ std::vector<nlohmann::json> parse_ndjson(const std::string& text) {
     start = end + 1;
   }
   return out;
+}
+
+std::string get_metrics(int port) {
+  httplib::Client client("127.0.0.1", port);
+  const auto res = client.Get("/metrics");
+  return res ? res->body : std::string();
+}
+
+std::optional<long long> metric(const std::string& text, const std::string& series) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
+        line[series.size()] == ' ') {
+      return std::atoll(line.c_str() + series.size() + 1);
+    }
+  }
+  return std::nullopt;
 }
 
 std::size_t count_lines_in(const std::filesystem::path& file) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,12 @@ struct RawResponse {
 // (and Content-Length bytes of body) arrived, EOF or `timeout`.
 RawResponse raw_exchange(int port, const std::string& request,
                          std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+// GET /metrics of the receiver on 127.0.0.1:port ("" when it does not answer).
+std::string get_metrics(int port);
+// A series' value on a /metrics page (`series` with its labels, as printed); nullopt when the
+// page has no such series.
+std::optional<long long> metric(const std::string& text, const std::string& series);
 
 std::vector<nlohmann::json> parse_ndjson(const std::string& text);
 std::size_t count_lines_in(const std::filesystem::path& file);  // 0 if missing
