@@ -4,13 +4,19 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <optional>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "base/log.hpp"
 #include "base/metrics.hpp"
@@ -247,6 +253,88 @@ int deliver_only(const Config& config, Store& store, const Logger& log) {
   return 0;
 }
 
+// A file the receiver will read at start: "" when it can, else why not.
+std::string unreadable(const std::string& what, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return what + " " + path + ": " + std::strerror(errno);
+  return {};
+}
+
+// --check-config: every problem found in the files the configuration names, or what would run.
+// Opens no store, starts no thread, never listens.
+int check_config(const Config& config, std::ostream& out, std::ostream& err) {
+  std::vector<std::string> problems;
+  const Logger quiet(LogLevel::error);
+  auto live = make_live(config, quiet);
+  if (!live) problems.push_back(live.error().detail);
+  if (!config.tls_cert.empty()) {
+    for (const auto& [what, path] :
+         {std::pair{"TLS certificate", config.tls_cert}, std::pair{"TLS key", config.tls_key}}) {
+      if (auto why = unreadable(what, path); !why.empty()) problems.push_back(why);
+    }
+  }
+  if (!config.inspect_token_file.empty()) {
+    if (auto why = unreadable("inspector token file", config.inspect_token_file); !why.empty())
+      problems.push_back(why);
+  }
+  for (const auto& sink : config.sinks) {
+    if (sink.spec.starts_with("file:")) {
+      const std::filesystem::path file = sink.spec.substr(5);
+      const auto dir = file.has_parent_path() ? file.parent_path() : std::filesystem::path(".");
+      if (::access(dir.c_str(), W_OK) != 0) {
+        problems.push_back("sink " + sink.name + ": cannot write in " + dir.string() + ": " +
+                           std::strerror(errno));
+      }
+    }
+    if (!sink.http_ca.empty()) {
+      if (auto why = unreadable("sink " + sink.name + ": CA file", sink.http_ca); !why.empty())
+        problems.push_back(why);
+    }
+  }
+  if (config.store_url.empty()) {
+    std::error_code ec;
+    auto existing = std::filesystem::absolute(config.data_dir, ec);
+    while (!existing.empty() && !std::filesystem::exists(existing, ec))
+      existing = existing.parent_path();
+    if (::access(existing.c_str(), W_OK) != 0) {
+      problems.push_back("--data-dir " + config.data_dir.string() + ": cannot write in " +
+                         existing.string() + ": " + std::strerror(errno));
+    }
+  }
+  if (!problems.empty()) {
+    for (const auto& p : problems) err << "tdhook-receiver: " << p << '\n';
+    err << "tdhook-receiver: " << problems.size()
+        << (problems.size() == 1 ? " problem" : " problems") << " found\n";
+    return exit_config;
+  }
+  const auto& set = **live;
+  out << "listen     " << config.host << ":" << config.port << config.path
+      << (config.tls_cert.empty() ? "" : " (TLS)") << '\n';
+  out << "verify     "
+      << (set.verifier ? "--mode " + config.keys.mode + ", " + std::to_string(set.secrets) +
+                             " secret(s), " + std::to_string(set.global_keys) + " global key(s)"
+                       : std::string("OFF (--no-verify)"))
+      << '\n';
+  out << "events     " << (config.events_text.empty() ? "all" : config.events_text) << '\n';
+  out << "store      "
+      << (config.store_url.empty() ? "event log in " + config.data_dir.string()
+                                   : config.store_url + " (stream " + config.stream + ")")
+      << ", durability " << (config.durability == Durability::power ? "power" : "process") << '\n';
+  for (const auto& sink : config.sinks) {
+    out << "sink       " << sink.name;
+    if (sink.name != sink.spec) out << " = " << sink.spec;
+    if (!sink.filter.empty()) out << " (filtered)";
+    out << '\n';
+  }
+  for (const auto& reply : config.replies) out << "reply      " << reply.event << '\n';
+  if (!config.inspect_host.empty()) {
+    out << "inspector  " << config.inspect_host << ":" << config.inspect_port
+        << (config.inspect_token_file.empty() ? "" : " (token)") << '\n';
+  }
+  out << "ok\n";
+  return 0;
+}
+
 int serve(const Config& config, const Logger& log, int argc, const char* const* argv) {
   auto initial = make_live(config, log);
   if (!initial) {
@@ -354,6 +442,7 @@ int main(int argc, char** argv) {
   Config config;
   const auto outcome = load_config(argc, argv, config, std::cout, std::cerr);
   if (!outcome.run) return outcome.exit_code;
+  if (config.check_config) return check_config(config, std::cout, std::cerr);
   Logger log(config.log_level);
   return serve(config, log, argc, argv);
 }

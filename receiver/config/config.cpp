@@ -624,6 +624,11 @@ ConfigOutcome load_config(int argc, const char* const* argv, Config& config, std
     }
   }
   add_key_options(app, config.keys);
+  bool check = false;
+  app.add_flag("--check-config", check,
+               "check the flags, the config file, the secret, key, TLS and token files and the "
+               "sinks; print what would run and exit 0, or list every problem found and exit 2; "
+               "never listens");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -634,6 +639,7 @@ ConfigOutcome load_config(int argc, const char* const* argv, Config& config, std
     err << "tdhook-receiver: " << built.error().detail << '\n';
     return ConfigOutcome{false, 2};
   }
+  config.check_config = check;
   return ConfigOutcome{true, 0};
 }
 

@@ -67,6 +67,7 @@ struct Config {
   int inspect_port = 0;  // 0 = any free port
   std::string inspect_token_file;
   std::size_t inspect_keep = 1000;  // requests the inspector keeps in memory
+  bool check_config = false;  // --check-config: check, print what would run, exit; never listens
 };
 
 // What main() should do after reading the command line.
