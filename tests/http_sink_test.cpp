@@ -27,6 +27,7 @@
 #include "support/nats_server.hpp"
 #include "support/receiver_client.hpp"
 #include "support/receiver_process.hpp"
+#include "support/tool_run.hpp"
 
 extern char** environ;
 
@@ -58,31 +59,6 @@ std::string post(int port, const std::string& body) {
   REQUIRE(res);
   REQUIRE_MESSAGE(res->status == 200, res->body);
   return json::parse(res->body).at("id").get<std::string>();
-}
-
-struct ToolRun {
-  int code = -1;
-  std::string out, err;
-};
-
-ToolRun run_tool(const TempDir& dir, std::vector<std::string> args) {
-  args.insert(args.begin(), TDHOOK_TOOL_BIN);
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const auto out = dir / "tool.out", err = dir / "tool.err";
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  REQUIRE(rc == 0);
-  int status = 0;
-  REQUIRE(waitpid(pid, &status, 0) == pid);
-  REQUIRE(WIFEXITED(status));
-  return ToolRun{WEXITSTATUS(status), read_file(out), read_file(err)};
 }
 
 // The dead letters `tdhook spool ls --state dead --json` lists (through the running receiver).

@@ -18,39 +18,15 @@
 #include "store/admin.hpp"
 #include "store/log/log_store.hpp"
 #include "support/files.hpp"
+#include "support/tool_run.hpp"
 
 extern char** environ;
 
 using namespace tdhook::receiver;
+using tdhook::test::spool_tool;
 using tdhook::test::TempDir;
 
 namespace {
-
-struct Run {
-  int code = -1;
-  std::string out, err;
-};
-
-// Runs `tdhook spool ARGS...` with stdout and stderr captured in files of `dir`.
-Run tool(const TempDir& dir, std::vector<std::string> args) {
-  args.insert(args.begin(), {TDHOOK_TOOL_BIN, "spool"});
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const auto out = dir / "tool.out", err = dir / "tool.err";
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  REQUIRE(rc == 0);
-  int status = 0;
-  REQUIRE(waitpid(pid, &status, 0) == pid);
-  REQUIRE(WIFEXITED(status));
-  return Run{WEXITSTATUS(status), tdhook::test::read_file(out), tdhook::test::read_file(err)};
-}
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -171,14 +147,14 @@ TEST_SUITE("spool") {
   TEST_CASE("tdhook spool ls prints a table, and NDJSON with --json") {
     FOR_BOTH_WAYS(served);
     Filled f(served);
-    auto table = tool(f.dir, {"--data-dir", f.data_dir, "ls"});
+    auto table = spool_tool(f.dir, {"--data-dir", f.data_dir, "ls"});
     CHECK(table.code == 0);
     CHECK(table.out.find("RECEIVED") == 0);
     for (const char* text : {"old", "lead", "req", "msg", "dead", "exit 7 boom", "pending"}) {
       CHECK_MESSAGE(table.out.find(text) != std::string::npos, text);
     }
 
-    auto json = tool(f.dir, {"ls", "--data-dir", f.data_dir, "--json"});
+    auto json = spool_tool(f.dir, {"ls", "--data-dir", f.data_dir, "--json"});
     REQUIRE(json.code == 0);
     const auto rows = ndjson(json.out);
     REQUIRE(rows.size() == 5);  // old, lead x2, req, msg
@@ -195,7 +171,7 @@ TEST_SUITE("spool") {
     Filled f(served);
     auto ids = [&](std::vector<std::string> args) {
       args.insert(args.begin(), {"ls", "--json", "--data-dir", f.data_dir});
-      auto run = tool(f.dir, args);
+      auto run = spool_tool(f.dir, args);
       REQUIRE_MESSAGE(run.code == 0, run.err);
       std::string out;
       for (const auto& row : ndjson(run.out)) {
@@ -217,14 +193,14 @@ TEST_SUITE("spool") {
   TEST_CASE("tdhook spool show prints the record, each sink and every attempt") {
     FOR_BOTH_WAYS(served);
     Filled f(served);
-    auto run = tool(f.dir, {"--data-dir", f.data_dir, "show", "msg"});
+    auto run = spool_tool(f.dir, {"--data-dir", f.data_dir, "show", "msg"});
     REQUIRE(run.code == 0);
     CHECK(run.out.find("\"event\": \"message.create\"") != std::string::npos);  // pretty
     CHECK(run.out.find("dead") != std::string::npos);
     CHECK(run.out.find("exit 1") != std::string::npos);
     CHECK(run.out.find("exit 7 boom") != std::string::npos);
 
-    auto json = tool(f.dir, {"--data-dir", f.data_dir, "show", "lead", "--json"});
+    auto json = spool_tool(f.dir, {"--data-dir", f.data_dir, "show", "lead", "--json"});
     REQUIRE(json.code == 0);
     const auto details = nlohmann::json::parse(json.out);
     CHECK(details["record"]["id"] == "lead");
@@ -233,7 +209,7 @@ TEST_SUITE("spool") {
     // file's failure, not stdout's success.
     CHECK(details["attempts"].size() == 1);
 
-    auto missing = tool(f.dir, {"--data-dir", f.data_dir, "show", "nope"});
+    auto missing = spool_tool(f.dir, {"--data-dir", f.data_dir, "show", "nope"});
     CHECK(missing.code == 1);
     CHECK(missing.err.find("nope") != std::string::npos);
   }
@@ -243,12 +219,12 @@ TEST_SUITE("spool") {
     for (const bool by_id : {true, false}) {
       CAPTURE(by_id);
       Filled f(served);
-      auto unknown = tool(f.dir, {"--data-dir", f.data_dir, "retry", "nope"});
+      auto unknown = spool_tool(f.dir, {"--data-dir", f.data_dir, "retry", "nope"});
       CHECK(unknown.code == 1);
-      auto delivered = tool(f.dir, {"--data-dir", f.data_dir, "retry", "old"});
+      auto delivered = spool_tool(f.dir, {"--data-dir", f.data_dir, "retry", "old"});
       CHECK(delivered.code == 1);
-      auto run = by_id ? tool(f.dir, {"--data-dir", f.data_dir, "retry", "msg"})
-                       : tool(f.dir, {"--data-dir", f.data_dir, "retry", "--dead"});
+      auto run = by_id ? spool_tool(f.dir, {"--data-dir", f.data_dir, "retry", "msg"})
+                       : spool_tool(f.dir, {"--data-dir", f.data_dir, "retry", "--dead"});
       REQUIRE_MESSAGE(run.code == 0, run.err);
       CHECK(run.out.find("1 delivery") == 0);
       auto due = f.store().due("file", now_ms(), 10);
@@ -266,14 +242,14 @@ TEST_SUITE("spool") {
     FOR_BOTH_WAYS(served);
     Filled f(served);
     auto run =
-        tool(f.dir, {"--data-dir", f.data_dir, "purge", "--delivered", "--older-than", "1d"});
+        spool_tool(f.dir, {"--data-dir", f.data_dir, "purge", "--delivered", "--older-than", "1d"});
     REQUIRE_MESSAGE(run.code == 0, run.err);
     CHECK(run.out == "purged 1 event\n");
     CHECK_FALSE(f.store().show("old").ok());
     CHECK(f.store().show("lead").ok());
     if (!served) f.close();  // the tool is to open it again itself
     auto again =
-        tool(f.dir, {"--data-dir", f.data_dir, "purge", "--delivered", "--older-than", "1s"});
+        spool_tool(f.dir, {"--data-dir", f.data_dir, "purge", "--delivered", "--older-than", "1s"});
     // The others are still pending or dead.
     CHECK_MESSAGE(again.out == "purged 0 events\n", again.err);
   }
@@ -294,7 +270,7 @@ TEST_SUITE("spool") {
         {"--data-dir", dir},
     };
     for (const auto& args : cases) {
-      auto run = tool(f.dir, args);
+      auto run = spool_tool(f.dir, args);
       CHECK_MESSAGE(run.code == 2, args.back(), ": ", run.err);
       CHECK_FALSE(run.err.empty());
     }
@@ -302,7 +278,7 @@ TEST_SUITE("spool") {
 
     std::filesystem::create_directories(f.dir / "bad");
     tdhook::test::write_file(f.dir / "bad" / "state.db", std::string(8192, 'x'));
-    auto garbage = tool(f.dir, {"--data-dir", (f.dir / "bad").string(), "ls"});
+    auto garbage = spool_tool(f.dir, {"--data-dir", (f.dir / "bad").string(), "ls"});
     CHECK(garbage.code == 2);
     CHECK(garbage.err.find("not a database") != std::string::npos);
   }
@@ -321,10 +297,10 @@ TEST_SUITE("spool") {
         (r.outcome == PutOutcome::stored ? stored : failed).fetch_add(1);
       }
     });
-    auto retry = tool(f.dir, {"--data-dir", f.data_dir, "retry", "--dead"});
+    auto retry = spool_tool(f.dir, {"--data-dir", f.data_dir, "retry", "--dead"});
     auto purge =
-        tool(f.dir, {"--data-dir", f.data_dir, "purge", "--delivered", "--older-than", "1d"});
-    auto ls = tool(f.dir, {"--data-dir", f.data_dir, "ls", "--json", "--limit", "0"});
+        spool_tool(f.dir, {"--data-dir", f.data_dir, "purge", "--delivered", "--older-than", "1d"});
+    auto ls = spool_tool(f.dir, {"--data-dir", f.data_dir, "ls", "--json", "--limit", "0"});
     stop = true;
     receiver.join();
     CHECK_MESSAGE(retry.code == 0, retry.err);

@@ -286,16 +286,6 @@ struct Child {
   }
 };
 
-std::string format_seconds(std::chrono::milliseconds ms) {
-  std::string text = std::to_string(ms.count() / 1000);
-  if (const auto frac = ms.count() % 1000; frac != 0) {
-    std::string digits = std::to_string(1000 + frac).substr(1);
-    while (digits.back() == '0') digits.pop_back();
-    text += "." + digits;
-  }
-  return text + "s";
-}
-
 }  // namespace
 
 std::string ProcessResult::describe(std::chrono::milliseconds timeout) const {
@@ -377,6 +367,16 @@ std::vector<std::string> build_environment(const std::vector<std::string>& pass_
     env.push_back(entry);
   }
   return env;
+}
+
+std::string format_seconds(std::chrono::milliseconds ms) {
+  std::string text = std::to_string(ms.count() / 1000);
+  if (const auto frac = ms.count() % 1000; frac != 0) {
+    std::string digits = std::to_string(1000 + frac).substr(1);
+    while (digits.back() == '0') digits.pop_back();
+    text += "." + digits;
+  }
+  return text + "s";
 }
 
 }  // namespace tdhook::receiver

@@ -112,4 +112,7 @@ bool make_pipe(Fd& read_end, Fd& write_end);
 // signal dispositions and an empty signal mask. False if the attributes cannot be initialised.
 bool init_spawn_attr(posix_spawnattr_t& attr);
 
+// "30s", "0.3s", "1.25s": a timeout as the errors of scripts and sinks name it.
+std::string format_seconds(std::chrono::milliseconds ms);
+
 }  // namespace tdhook::receiver

@@ -13,8 +13,8 @@
 #include <string_view>
 #include <vector>
 
-#include "config/config.hpp"
 #include "base/log.hpp"
+#include "config/config.hpp"
 
 namespace tdhook::receiver {
 

@@ -62,16 +62,6 @@ constexpr milliseconds drain_grace{200};
 constexpr milliseconds restart_backoff_first{100};
 constexpr milliseconds restart_backoff_max{2000};
 
-std::string format_seconds(milliseconds ms) {
-  std::string text = std::to_string(ms.count() / 1000);
-  if (const auto frac = ms.count() % 1000; frac != 0) {
-    std::string digits = std::to_string(1000 + frac).substr(1);
-    while (digits.back() == '0') digits.pop_back();
-    text += "." + digits;
-  }
-  return text + "s";
-}
-
 int poll_ms(Clock::time_point until, Clock::time_point now) {
   const auto wait = std::chrono::ceil<milliseconds>(until - now).count();
   return static_cast<int>(std::clamp<decltype(wait)>(wait, 0, 60000));

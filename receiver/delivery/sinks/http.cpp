@@ -51,16 +51,6 @@ constexpr std::size_t kAnswerReadLimit = 1024 * 1024;
 // What a failure to connect is diagnosed with at most (connect_failure()).
 constexpr milliseconds kDiagnoseBudget{2000};
 
-std::string format_seconds(milliseconds ms) {
-  std::string text = std::to_string(ms.count() / 1000);
-  if (const auto frac = ms.count() % 1000; frac != 0) {
-    std::string digits = std::to_string(1000 + frac).substr(1);
-    while (digits.back() == '0') digits.pop_back();
-    text += "." + digits;
-  }
-  return text + "s";
-}
-
 // At most `most` bytes of `text` for an error message: on one line (control characters become
 // spaces), valid UTF-8 (other bytes become '?'), never cut inside a character. The store keeps
 // the error, and `tdhook spool ls --json` prints it as JSON.
