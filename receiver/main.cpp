@@ -29,6 +29,7 @@
 #include "intake/server.hpp"
 #include "store/admin.hpp"
 #include "store/log/log_store.hpp"
+#include "store/nats/fallback.hpp"
 #include "store/nats/nats_store.hpp"
 
 namespace tdhook::receiver {
@@ -174,20 +175,34 @@ Result<std::unique_ptr<Store>> open_store(const Config& config, const Logger& lo
     }
     options.sinks.push_back(std::move(s));
   }
-  auto store = open_nats_store(options, log);
+  Result<std::unique_ptr<Store>> store = Error{ErrorCode::invalid_config, "no store"};
+  // A --deliver-only worker takes no events: it has nothing to keep locally.
+  if (config.store_fallback && !config.deliver_only) {
+    FallbackOptions fallback;
+    fallback.dir = config.data_dir / "fallback";
+    fallback.durability = config.durability;
+    fallback.dedup_window = config.dedup_window;
+    fallback.max_pending = config.max_pending;
+    fallback.max_age = config.store_fallback_max;
+    store = open_nats_store_with_fallback(options, fallback, log);
+  } else {
+    store = open_nats_store(options, log);
+  }
   if (store) {
-    // What a 200 means here, said once at start (nats-server 2.9 syncs to disk in the
-    // background, about once a minute: nats-io/nats-server#7564).
+    // What a 200 means here, said once at start.
     log.info("store: NATS JetStream",
              LogFields()
                  .add("url", config.store_url)
                  .add("stream", config.stream)
                  .add("replicas", config.replicas)
-                 .add("a_200_means", config.replicas >= 3
-                                         ? "held by a quorum of JetStream servers, not yet synced "
-                                           "to a disk"
-                                         : "held by the JetStream server process, not yet synced "
-                                           "to a disk"));
+                 .add("a_200_means", nats_promise(config.replicas))
+                 .add("fallback", config.store_fallback && !config.deliver_only
+                                      ? "local: an event the stream does not take within "
+                                        "--store-timeout is written to " +
+                                            (config.data_dir / "fallback").string() +
+                                            " and forwarded later"
+                                      : std::string("off: 503 when the stream does not take an "
+                                                    "event within --store-timeout")));
   }
   return store;
 }
@@ -320,6 +335,10 @@ int check_config(const Config& config, std::ostream& out, std::ostream& err) {
       << (config.store_url.empty() ? "event log in " + config.data_dir.string()
                                    : config.store_url + " (stream " + config.stream + ")")
       << ", durability " << (config.durability == Durability::power ? "power" : "process") << '\n';
+  if (config.store_fallback) {
+    out << "fallback   local, in " << (config.data_dir / "fallback").string() << ", up to "
+        << format_seconds(config.store_fallback_max) << '\n';
+  }
   for (const auto& sink : config.sinks) {
     out << "sink       " << sink.name;
     if (sink.name != sink.spec) out << " = " << sink.spec;

@@ -3,6 +3,7 @@
 // and the column, and the values that must be refused.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <cstdint>
 #include <limits>
 #include <sstream>
@@ -234,6 +235,26 @@ TEST_SUITE("config file") {
     const auto sink = load(dir, "[[sink]]\nspec = \"stdout\"\nretries = 3\n");
     CHECK_FALSE(sink.run);
     CHECK(sink.err.find("t.toml:3: retries: unknown [[sink]] key") != std::string::npos);
+  }
+
+  TEST_CASE(
+      "[store] fallback and fallback_max are the --store-fallback flags; a bad value is "
+      "refused where it stands") {
+    TempDir dir;
+    const auto ok = load(dir,
+                         "[store]\nurl = \"nats://127.0.0.1:4222\"\nfallback = \"local\"\n"
+                         "fallback_max = \"10m\"\n");
+    CHECK_MESSAGE(ok.run, ok.err);
+    CHECK(ok.config.store_fallback);
+    CHECK(ok.config.store_fallback_max == std::chrono::minutes(10));
+    const auto off = load(dir, "[store]\nurl = \"nats://127.0.0.1:4222\"\n");
+    CHECK_MESSAGE(off.run, off.err);
+    CHECK_FALSE(off.config.store_fallback);
+    const auto bad = load(dir, "[store]\nurl = \"nats://127.0.0.1:4222\"\nfallback = \"disk\"\n");
+    CHECK_FALSE(bad.run);
+    CHECK(bad.exit_code == 2);
+    CHECK(bad.err.find("t.toml:3:") != std::string::npos);
+    CHECK(bad.err.find("expected off or local") != std::string::npos);
   }
 
   TEST_CASE("an array where a sink takes one value is refused, not read past its end") {

@@ -297,15 +297,25 @@ std::set<int> range_set(int from, int to) {
 using Delays = std::vector<std::chrono::milliseconds>;
 const Delays kQuickRetries{200ms, 400ms};                                           // 3 attempts
 const Delays kPatientRetries{200ms, 400ms, 800ms, 1600ms, 3200ms, 4000ms, 4000ms};  // ~14 s
+// Tiledesk's own policy (protocol reference, retry policy): three attempts, the second 2-3 s
+// after the first, the third 4-5 s after the second.
+const Delays kTiledeskRetries{2500ms, 4500ms};
 
 // Numbered events 0..total-1 posted by `threads` threads (thread t posts t, t+threads, ...),
 // each until answered 200 or its attempts are spent. With several receivers an event goes
 // first to ports[seq % n] and each retry to the next port; a port that gave no answer at all is
-// skipped by that thread from then on (as a load balancer takes a dead instance out).
+// skipped by that thread from then on (as a load balancer takes a dead instance out). With a
+// `pace`, thread t starts its k-th event no sooner than (k + t / threads) paces after the start:
+// a steady flow of notifications rather than a burst.
 class Senders {
  public:
-  Senders(std::vector<int> ports, int threads, int total, Delays delays)
-      : ports_(std::move(ports)), threads_n_(threads), total_(total), delays_(std::move(delays)) {
+  Senders(std::vector<int> ports, int threads, int total, Delays delays,
+          std::chrono::milliseconds pace = 0ms)
+      : ports_(std::move(ports)),
+        threads_n_(threads),
+        total_(total),
+        delays_(std::move(delays)),
+        pace_(pace) {
     started_ = Clock::now();
     for (int t = 0; t < threads; ++t) threads_.emplace_back([this, t] { run(t); });
   }
@@ -359,7 +369,9 @@ class Senders {
     const std::size_t n = ports_.size();
     std::vector<std::unique_ptr<httplib::Client>> clients(n);
     std::vector<bool> down(n, false);
-    for (int seq = t; seq < total_; seq += threads_n_) {
+    for (int seq = t, nth = 0; seq < total_; seq += threads_n_, ++nth) {
+      if (pace_ > 0ms)
+        std::this_thread::sleep_until(started_ + nth * pace_ + t * pace_ / threads_n_);
       const std::string body = numbered_event(seq, epoch_ms());  // the same bytes at each retry
       const auto event_started = Clock::now();
       bool ok = false;
@@ -418,6 +430,7 @@ class Senders {
   std::vector<int> ports_;
   int threads_n_, total_;
   Delays delays_;
+  std::chrono::milliseconds pace_;
   Clock::time_point started_;
   std::atomic<int> finished_{0}, answered_{0}, no_answer_{0}, answers_5xx_{0}, refused_4xx_{0},
       duplicates_{0}, retried_events_{0};
@@ -1038,6 +1051,266 @@ TEST_SUITE("nats store") {
     CHECK(c.records == events);
     CHECK(c.seqs.size() == static_cast<std::size_t>(events));
     stop(rx);
+  }
+}
+
+// --store-fallback local: events JetStream does not take in time wait in the receiver's own log
+// and reach the stream (and the sinks) once it takes events again.
+namespace {
+
+// A fallback metric of the receiver on `port` (-1 when it does not answer).
+long long fallback_metric(int port, const std::string& name) {
+  return metric(get(port, "/metrics").second, "tdhook_store_fallback_" + name).value_or(-1);
+}
+
+// One run of the outage scenario: the only node of a one-node "cluster" stopped for 15 s while a
+// Tiledesk-style sender (three attempts, 2.5 s and 4.5 s apart) posts 500 events over ~25 s.
+struct OutageRun {
+  std::string summary;
+  int answered = 0;
+  std::vector<int> lost_at_tiledesk;  // every attempt refused: Tiledesk gives up on them
+  std::set<int> accepted;
+  Content sink;
+  std::optional<std::uint64_t> stream_messages;
+  long long kept = -1, forwarded = -1, waiting = -1;
+  std::string healthz_during;
+};
+
+OutageRun outage_run(Notes& note, bool fallback) {
+  OutageRun run;
+  std::unique_ptr<NatsServer> server;
+  REQUIRE_NOTHROW(server = std::make_unique<NatsServer>());
+  TempDir dir;
+  const auto out = dir / "out.ndjson";
+  std::vector<std::string> more{"--store-timeout", "1s", "--sink", "out=file:" + out.string()};
+  if (fallback) more.insert(more.end(), {"--store-fallback", "local"});
+  ReceiverProcess rx(nats_args(dir, "rx", server->url(), more));
+  REQUIRE_MESSAGE(rx.wait_listening(), rx.stderr_text());
+  INFO("receiver log: " << rx.stderr_text());
+
+  constexpr int total = 500;
+  // 20 events a second, each sent on its own (a thread waits up to 7 s for an event's retries,
+  // which fits in its 8 s between two events), as Tiledesk sends each notification.
+  Senders senders({rx.port()}, 160, total, kTiledeskRetries, 8000ms);
+  REQUIRE_MESSAGE(poll_until([&] { return senders.answered() >= 80; }, 20s), senders.summary());
+  server->kill9();
+  const auto down_at = Clock::now();
+  const int answered_before = senders.answered();
+  // The outage itself lasts 15 s whatever happens meanwhile; what the receiver answers is
+  // watched during it.
+  bool fallback_seen = false;
+  while (Clock::now() - down_at < 15s) {
+    if (!fallback_seen && fallback_metric(rx.port(), "waiting") > 0) {
+      fallback_seen = true;
+      run.healthz_during = get(rx.port(), "/healthz").second;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  REQUIRE_NOTHROW(server->start());
+  note(fallback ? "fallback on" : "fallback off", ": the node was down ", ms_since(down_at),
+       " ms, from answer ", answered_before, " on");
+  CHECK(fallback_seen == fallback);
+  REQUIRE_MESSAGE(poll_until([&] { return senders.done(); }, 60s), senders.summary());
+  senders.join();
+  run.summary = senders.summary();
+  run.answered = senders.answered();
+  run.lost_at_tiledesk = senders.gave_up();
+  run.accepted = senders.accepted();
+  CHECK(senders.refused_4xx() == 0);
+  CHECK(all_in_sink([&] { return file_content(out); }, run.accepted, 45s));
+  if (fallback) {
+    CHECK(poll_until([&] { return fallback_metric(rx.port(), "waiting") == 0; }, 30s));
+  }
+  CHECK(poll_until([&] { return consumer_settled(rx.port(), "out"); }, 45s));
+  run.kept = fallback_metric(rx.port(), "kept_total");
+  run.forwarded = fallback_metric(rx.port(), "forwarded_total");
+  run.waiting = fallback_metric(rx.port(), "waiting");
+  run.stream_messages = server->stream_last_seq("TDHOOK");
+  stop(rx);
+  run.sink = file_content(out);
+  return run;
+}
+
+}  // namespace
+
+TEST_SUITE("nats store fallback") {
+  TEST_CASE(
+      "--durability power with a NATS store, and --store-fallback beyond the duplicate "
+      "window, are refused at start with the reason (exit 2)") {
+    TempDir dir;
+    write_file(dir / "secret", std::string(receiver_secret) + "\n");
+    const std::vector<std::string> base{"--secret-file", (dir / "secret").string(),
+                                        "--data-dir",    (dir / "data").string(),
+                                        "--store",       "nats://127.0.0.1:4222"};
+    auto power = base;
+    power.insert(power.end(), {"--durability", "power"});
+    ReceiverProcess a(power);
+    const auto a_code = a.wait_exit(10s);
+    REQUIRE(a_code);
+    CHECK(*a_code == 2);
+    CHECK(a.stderr_text().find("--durability power cannot be kept with a NATS store") !=
+          std::string::npos);
+    CHECK(a.stderr_text().find("nats-server#7564") != std::string::npos);
+
+    auto window = base;
+    window.insert(window.end(), {"--store-fallback", "local", "--dedup-window", "10m",
+                                 "--store-fallback-max", "1h"});
+    ReceiverProcess b(window);
+    const auto b_code = b.wait_exit(10s);
+    REQUIRE(b_code);
+    CHECK(*b_code == 2);
+    CHECK(b.stderr_text().find("--store-fallback-max is longer than --dedup-window") !=
+          std::string::npos);
+
+    auto alone =
+        std::vector<std::string>{"--secret-file",         (dir / "secret").string(), "--data-dir",
+                                 (dir / "data").string(), "--store-fallback",        "local"};
+    ReceiverProcess c(alone);
+    const auto c_code = c.wait_exit(10s);
+    REQUIRE(c_code);
+    CHECK(*c_code == 2);
+    CHECK(c.stderr_text().find("needs a NATS store") != std::string::npos);
+  }
+
+  TEST_CASE(
+      "the only node down for 15 s while a Tiledesk-style sender posts 500 events: with "
+      "--store-fallback local every event is answered 200, all 500 reach the stream "
+      "once and the sink; without it Tiledesk would lose events") {
+    Notes note;
+    const auto on = outage_run(note, true);
+    note("fallback on: ", on.summary);
+    CHECK_MESSAGE(on.answered == 500, "given up: " << first_of(on.lost_at_tiledesk));
+    CHECK(on.lost_at_tiledesk.empty());
+    check_sink(note, "fallback on", on.sink, on.accepted, range_set(0, 500), 256);
+    // Every event once in the stream: the forwarded ones with the Nats-Msg-Id they would have
+    // had, so an event whose first publish the node stored before it died is a duplicate there.
+    REQUIRE(on.stream_messages.has_value());
+    CHECK(*on.stream_messages == 500);
+    note("fallback on: ", on.kept, " events kept locally, ", on.forwarded,
+         " forwarded, stream holds ", on.stream_messages.value_or(0),
+         " messages; /healthz "
+         "during the outage: ",
+         on.healthz_during);
+    CHECK(on.kept > 0);
+    CHECK(on.forwarded == on.kept);
+    CHECK(on.waiting == 0);
+    CHECK(on.healthz_during.find("\"fallback\":{\"waiting\":") != std::string::npos);
+
+    const auto off = outage_run(note, false);
+    note("fallback off: ", off.summary);
+    note("fallback off: Tiledesk would have lost ", off.lost_at_tiledesk.size(),
+         " of 500 events (three attempts refused): ", first_of(off.lost_at_tiledesk));
+    // The outage outlasts Tiledesk's three attempts: without the fallback some events are lost
+    // at Tiledesk (none that was answered 200 is lost here).
+    CHECK(!off.lost_at_tiledesk.empty());
+    check_sink(note, "fallback off", off.sink, off.accepted, range_set(0, 500), 256);
+  }
+
+  TEST_CASE(
+      "3-node cluster, --replicas 3, --store-fallback local: kill -9 of the stream leader "
+      "during 2000 events; every event answered 200 and none missing") {
+    Notes note;
+    std::unique_ptr<NatsCluster> cluster;
+    REQUIRE_NOTHROW(cluster = std::make_unique<NatsCluster>(3));
+    INFO("nats logs:\n" << cluster->log_tails());
+    REQUIRE(cluster->wait_ready());
+    TempDir dir;
+    const auto out = dir / "shared.ndjson";
+    const std::vector<std::string> more{"--replicas",       "3",
+                                        "--store-timeout",  "2s",
+                                        "--sink",           "shared=file:" + out.string(),
+                                        "--store-fallback", "local"};
+    ReceiverProcess a(nats_args(dir, "a", cluster->urls(), more));
+    REQUIRE_MESSAGE(a.wait_listening(), a.stderr_text());
+    ReceiverProcess b(nats_args(dir, "b", cluster->urls(), more));
+    REQUIRE_MESSAGE(b.wait_listening(), b.stderr_text());
+    INFO("receiver a: " << a.stderr_text() << "\nreceiver b: " << b.stderr_text());
+    std::optional<int> leader;
+    REQUIRE(
+        poll_until([&] { return (leader = cluster->stream_leader("TDHOOK")).has_value(); }, 15s));
+
+    constexpr int total = 2000;
+    std::mt19937 rng(std::random_device{}());
+    const int kill_at = std::uniform_int_distribution<int>(total / 4, total / 2)(rng);
+    Senders senders({a.port(), b.port()}, 6, total, kTiledeskRetries);
+    REQUIRE_MESSAGE(poll_until([&] { return senders.answered() >= kill_at; }, 40s),
+                    senders.summary());
+    cluster->kill9(*leader);
+    const auto killed_at = Clock::now();
+    const int answered_at_kill = senders.answered();
+    REQUIRE_MESSAGE(poll_until([&] { return senders.done(); }, 90s), senders.summary());
+    senders.join();
+    note("stream leader killed after ", answered_at_kill, " answers; ", senders.summary());
+    CHECK_MESSAGE(senders.answered() == total, "given up: " << first_of(senders.gave_up()));
+    CHECK(senders.answers_5xx() == 0);
+    CHECK(senders.refused_4xx() == 0);
+    const auto kept =
+        fallback_metric(a.port(), "kept_total") + fallback_metric(b.port(), "kept_total");
+    const auto accepted = senders.accepted();
+    CHECK(all_in_sink([&] { return file_content(out); }, accepted, 60s));
+    CHECK(poll_until(
+        [&] {
+          return fallback_metric(a.port(), "waiting") == 0 &&
+                 fallback_metric(b.port(), "waiting") == 0;
+        },
+        30s));
+    note("events kept locally during the election: ", kept, "; every event delivered ",
+         ms_since(killed_at), " ms after the kill");
+    check_sink(note, "kill -9 of the stream leader with the fallback", file_content(out), accepted,
+               range_set(0, total), 512);
+    stop(a);
+    stop(b);
+  }
+
+  TEST_CASE(
+      "kill -9 of a receiver holding fallback events; restarted with the node up, it "
+      "forwards every one of them to the stream, once") {
+    Notes note;
+    std::unique_ptr<NatsServer> server;
+    REQUIRE_NOTHROW(server = std::make_unique<NatsServer>());
+    TempDir dir;
+    const auto out = dir / "out.ndjson";
+    const auto args = nats_args(dir, "rx", server->url(),
+                                {"--store-timeout", "1s", "--sink", "out=file:" + out.string(),
+                                 "--store-fallback", "local"});
+    constexpr int before = 50, during = 300;
+    std::set<int> accepted;
+    {
+      ReceiverProcess rx(args);
+      REQUIRE_MESSAGE(rx.wait_listening(), rx.stderr_text());
+      INFO("receiver log: " << rx.stderr_text());
+      for (int seq = 0; seq < before; ++seq) {
+        const auto a = post(rx.port(), numbered_event(seq, epoch_ms()));
+        REQUIRE_MESSAGE(a.status == 200, a.body);
+        accepted.insert(seq);
+      }
+      server->kill9();
+      for (int seq = before; seq < before + during; ++seq) {
+        const auto a = post(rx.port(), numbered_event(seq, epoch_ms()));
+        REQUIRE_MESSAGE(a.status == 200, a.status << " " << a.body);
+        accepted.insert(seq);
+      }
+      CHECK(fallback_metric(rx.port(), "waiting") >= during - 1);
+      rx.signal(SIGKILL);
+      REQUIRE(rx.wait_exit(10s) == 128 + SIGKILL);
+    }
+    REQUIRE_NOTHROW(server->start());
+    ReceiverProcess rx(args);
+    REQUIRE_MESSAGE(rx.wait_listening(), rx.stderr_text());
+    INFO("receiver log: " << rx.stderr_text());
+    CHECK(rx.stderr_text().find("events kept locally by an earlier run") != std::string::npos);
+    CHECK(all_in_sink([&] { return file_content(out); }, accepted, 45s));
+    CHECK(poll_until([&] { return fallback_metric(rx.port(), "waiting") == 0; }, 30s));
+    CHECK(poll_until([&] { return consumer_settled(rx.port(), "out"); }, 45s));
+    const auto messages = server->stream_last_seq("TDHOOK");
+    REQUIRE(messages.has_value());
+    note("after the restart ", fallback_metric(rx.port(), "forwarded_total"),
+         " events forwarded; the stream holds ", *messages, " messages for ", accepted.size(),
+         " events");
+    CHECK(*messages == accepted.size());
+    stop(rx);
+    const auto c = file_content(out);
+    check_sink(note, "fallback through kill -9", c, accepted, range_set(0, before + during), 64);
   }
 }
 

@@ -190,6 +190,13 @@ const std::vector<Key>& receiver_keys() {
       {"store_ca", Kind::scalar, "CA certificates (PEM) for a tls:// store"},
       {"store_timeout", Kind::scalar,
        "how long an event waits for JetStream's acknowledgement before 503 (default 2s)"},
+      {"store_fallback", Kind::scalar,
+       "off|local: local = an event JetStream does not acknowledge in time is kept in "
+       "--data-dir/fallback, answered 200 and forwarded once the stream takes events (default "
+       "off)"},
+      {"store_fallback_max", Kind::scalar,
+       "the longest outage the local fallback covers: once the oldest waiting event is this "
+       "old, new events get 503; at most --dedup-window (default 1h)"},
       {"deliver_only", Kind::flag,
        "serve no HTTP: deliver the NATS store's events to the sinks (a worker)"},
       {"inspect", Kind::scalar,
@@ -367,6 +374,12 @@ Status apply_receiver_key(const std::string& key, const Setting& s, Config& c, S
   if (key == "store_creds") return c.store_creds = s.value(), Status(Ok{});
   if (key == "store_ca") return c.store_ca = s.value(), Status(Ok{});
   if (key == "store_timeout") return to_duration(s, c.store_timeout);
+  if (key == "store_fallback") {
+    if (s.value() != "off" && s.value() != "local") return bad(s, "expected off or local");
+    c.store_fallback = s.value() == "local";
+    return Ok{};
+  }
+  if (key == "store_fallback_max") return to_duration(s, c.store_fallback_max);
   if (key == "deliver_only") return to_bool(s, c.deliver_only);
   if (key == "file_max_bytes") return to_size(s, d.file_max_bytes);
   if (key == "exec_timeout") return to_duration(s, d.exec_timeout);
@@ -469,12 +482,14 @@ Result<std::vector<const TomlTable*>> read_file_settings(const TomlDocument& doc
             {"creds", "store_creds"},
             {"ca", "store_ca"},
             {"timeout", "store_timeout"},
+            {"fallback", "store_fallback"},
+            {"fallback_max", "store_fallback_max"},
             {"deliver_only", "deliver_only"}};
         const auto k = store_keys.find(file_key);
         if (k == store_keys.end()) {
           return bad(from_toml(doc, file_key, value),
                      "unknown [store] key (expected url, stream, replicas, creds, ca, timeout, "
-                     "deliver_only)");
+                     "fallback, fallback_max, deliver_only)");
         }
         key = k->second;
       }
@@ -579,6 +594,19 @@ Status build(CLI::App& app, const std::map<std::string, std::vector<std::string>
                  "acknowledges a publish before it reaches the disk (it syncs about once a "
                  "minute; nats-io/nats-server#7564), so a 200 means held by the server process "
                  "(one replica) or by a quorum of servers (three), not written to a disk"};
+  }
+  if (config.store_fallback) {
+    if (config.store_url.empty()) {
+      return Error{ErrorCode::invalid_config,
+                   "--store-fallback local needs a NATS store (--store nats://...): the embedded "
+                   "log is local already"};
+    }
+    if (config.store_fallback_max > config.dedup_window) {
+      return Error{ErrorCode::invalid_config,
+                   "--store-fallback-max is longer than --dedup-window (the stream's duplicate "
+                   "window): an event kept locally that long could be stored twice when it is "
+                   "forwarded"};
+    }
   }
   if (config.deliver_only && config.store_url.empty()) {
     return Error{ErrorCode::invalid_config,

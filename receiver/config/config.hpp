@@ -60,6 +60,10 @@ struct Config {
   int replicas = 1;
   std::string store_creds, store_ca;
   std::chrono::milliseconds store_timeout{2000};
+  // --store-fallback local: events the stream does not acknowledge in time wait in an embedded
+  // log in data_dir/fallback and are forwarded later (store/nats/fallback.hpp).
+  bool store_fallback = false;
+  std::chrono::milliseconds store_fallback_max{3600LL * 1000};
   bool deliver_only = false;  // no HTTP listener: a delivery worker of a NATS store
   // --inspect HOST:PORT: the inspector page and its JSON API (inspect/), off when inspect_host
   // is empty. On an address other than loopback it needs --inspect-token-file.

@@ -341,6 +341,8 @@ Status NatsStore::setup_streams() {
     return nats_error(
         (exists ? "cannot update stream " : "cannot create stream ") + options_.stream, s, code);
   }
+  // What the stream holds to now (the server may cap it), not what was asked for.
+  duplicate_window_ = milliseconds(si->Config->Duplicates / kNsPerMs);
   jsStreamInfo_Destroy(si);
   const std::string dead = prefix_ + ".dead.>";
   const char* dead_subjects[] = {dead.c_str()};
@@ -492,6 +494,10 @@ void NatsStore::refresh_stats() {
 
 bool NatsStore::writable() const noexcept { return connected_.load() && stream_ok_.load(); }
 
+bool NatsStore::connected() const noexcept {
+  return natsConnection_Status(nc_) == NATS_CONN_STATUS_CONNECTED;
+}
+
 void NatsStore::set_on_commit(std::function<void()> callback) {
   std::lock_guard lock(callback_mu_);
   on_commit_ = std::move(callback);
@@ -531,7 +537,7 @@ std::string NatsStore::subject_of(const NewEvent& e) const {
   return subject;
 }
 
-Result<MsgPtr> NatsStore::message_of(NewEvent& e, std::string& sinks_header) const {
+Result<MsgPtr> NatsStore::message_of(const NewEvent& e, std::string& sinks_header) const {
   natsMsg* raw = nullptr;
   const std::string subject = subject_of(e);
   const std::string data = e.original.empty() ? std::string() : join_data(e.record, e.original);
@@ -586,6 +592,10 @@ void NatsStore::on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, voi
 }
 
 std::vector<PutResult> NatsStore::put_batch(std::vector<NewEvent> events) {
+  return publish(events);
+}
+
+std::vector<PutResult> NatsStore::publish(const std::vector<NewEvent>& events) {
   std::vector<PutResult> results(events.size());
   if (pending_.load() >= static_cast<std::int64_t>(options_.max_pending)) {
     for (auto& r : results) r = PutResult{PutOutcome::full, {}, "max pending reached"};
@@ -848,8 +858,8 @@ std::string NatsStore::health_json() const {
   out << R"({"kind":"nats","connected":)" << (connected_.load() ? "true" : "false")
       << R"(,"stream":")" << options_.stream << R"(","stream_ok":)"
       << (stream_ok_.load() ? "true" : "false") << R"(,"replicas":)" << options_.replicas
-      << R"(,"messages":)" << stream_msgs_.load() << R"(,"dead_letters":)" << dead_msgs_.load()
-      << R"(,"lag":{)";
+      << R"(,"a_200_means":")" << nats_promise(options_.replicas) << '"' << R"(,"messages":)"
+      << stream_msgs_.load() << R"(,"dead_letters":)" << dead_msgs_.load() << R"(,"lag":{)";
   bool first = true;
   for (const auto& c : consumers_) {
     if (!first) out << ',';
@@ -861,6 +871,13 @@ std::string NatsStore::health_json() const {
 }
 
 }  // namespace nats
+
+std::string_view nats_promise(int replicas) noexcept {
+  // nats-server 2.9 syncs to disk in the background, about once a minute
+  // (nats-io/nats-server#7564).
+  return replicas >= 3 ? "held by a quorum of JetStream servers, not yet synced to a disk"
+                       : "held by the JetStream server process, not yet synced to a disk";
+}
 
 bool is_nats_url(std::string_view url) noexcept {
   return url.starts_with("nats://") || url.starts_with("tls://");

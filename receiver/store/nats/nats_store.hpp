@@ -61,6 +61,10 @@ struct NatsStoreOptions {
 
 bool is_nats_url(std::string_view url) noexcept;
 
+// What a 200 means with `replicas` copies of the stream (said at start and in /healthz): the
+// server acknowledges a publish before it reaches a disk.
+std::string_view nats_promise(int replicas) noexcept;
+
 // The durable consumer name of a sink: <stream>_<sink>, with every character that a consumer
 // name cannot hold replaced and a short hash of the sink's name added when it was changed.
 std::string nats_consumer_name(std::string_view stream, std::string_view sink);

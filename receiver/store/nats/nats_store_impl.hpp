@@ -5,6 +5,7 @@
 #include <nats/nats.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -83,6 +84,12 @@ class NatsStore final : public Store {
   Status open();
 
   std::vector<PutResult> put_batch(std::vector<NewEvent> events) override;
+  // put_batch() without taking the events: the caller keeps them (the local fallback stores
+  // those that failed, fallback.hpp).
+  std::vector<PutResult> publish(const std::vector<NewEvent>& events);
+  bool connected() const noexcept;
+  // The stream's duplicate window, as the server reported it once the stream was set up.
+  std::chrono::milliseconds duplicate_window() const noexcept { return duplicate_window_; }
   Result<std::vector<Delivery>> due(const std::string& sink, std::int64_t now_ms,
                                     std::size_t limit) override;
   std::optional<std::int64_t> next_due(const std::string& sink) override;
@@ -112,7 +119,7 @@ class NatsStore final : public Store {
   void refresh_stats();
   Consumer* consumer_of(const std::string& sink) noexcept;
   std::string subject_of(const NewEvent& e) const;
-  Result<MsgPtr> message_of(NewEvent& e, std::string& sinks_header) const;
+  Result<MsgPtr> message_of(const NewEvent& e, std::string& sinks_header) const;
   Status dead_letter(Consumer& c, Consumer::Held& h, const Attempt& attempt);
   std::optional<Delivery> delivery_of(Consumer& c, natsMsg* msg) const;
   static void on_ack(jsCtx* js, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure);
@@ -158,6 +165,7 @@ class NatsStore final : public Store {
   std::unordered_map<natsMsg*, std::pair<Batch*, std::size_t>> in_flight_;
 
   std::atomic<bool> connected_{false}, stream_ok_{false}, closing_{false};
+  std::chrono::milliseconds duplicate_window_{0};
   std::atomic<std::uint64_t> commits_{0}, stream_msgs_{0}, stream_bytes_{0}, dead_msgs_{0};
   std::atomic<std::int64_t> pending_{0};
   std::mutex callback_mu_;
