@@ -354,7 +354,23 @@ int check_config(const Config& config, std::ostream& out, std::ostream& err) {
   return 0;
 }
 
-int serve(const Config& config, const Logger& log, int argc, const char* const* argv) {
+// The largest body whose event the store takes: the record holds the body's hook and payload
+// as they came (not its token) and the receiver's few fields; a forward: sink keeps the original
+// request (head and body) beside it. NATS servers take 1 MiB messages unless told otherwise.
+std::uint64_t body_limit(const Config& config, const Store& store) {
+  const std::uint64_t most = store.max_event_bytes();
+  if (most == UINT64_MAX) return config.max_body;
+  constexpr std::uint64_t kRecordRoom = 4 * 1024;
+  constexpr std::uint64_t kHeadRoom = 32 * 1024;  // the parser's limit on a request head
+  const bool originals = std::any_of(config.sinks.begin(), config.sinks.end(),
+                                     [](const SinkConfig& s) { return sink_needs_original(s); });
+  const std::uint64_t room = kRecordRoom + (originals ? kHeadRoom : 0);
+  const std::uint64_t copies = originals ? 2 : 1;
+  return std::min<std::uint64_t>(config.max_body, most > room ? (most - room) / copies : 0);
+}
+
+int serve(const Config& given, const Logger& log, int argc, const char* const* argv) {
+  Config config = given;
   auto initial = make_live(config, log);
   if (!initial) {
     log.error("cannot start", LogFields().add("reason", initial.error().detail));
@@ -370,6 +386,22 @@ int serve(const Config& config, const Logger& log, int argc, const char* const* 
     return exit_runtime;
   }
   if (config.deliver_only) return deliver_only(config, **spool, log);
+  if (const auto limit = body_limit(config, **spool); limit < config.max_body) {
+    const auto fields = LogFields()
+                            .add("max_body", static_cast<std::int64_t>(config.max_body))
+                            .add("store_takes", static_cast<std::int64_t>(limit))
+                            .add("hint",
+                                 "raise max_payload in the NATS servers' configuration "
+                                 "(samples/nats: 8MB), or lower --max-body");
+    if (limit < 64 * 1024) {
+      log.error("the store's messages are too small for Tiledesk's notifications", fields);
+      std::cerr << "tdhook-receiver: the store takes events of at most " << limit
+                << " bytes of body\n";
+      return exit_config;
+    }
+    log.warn("--max-body lowered to what the store takes: larger bodies are answered 413", fields);
+    config.max_body = limit;
+  }
   // `tdhook spool` reaches the embedded store through this while we hold it (a NATS store it
   // reaches on its own). Without it the receiver still takes and delivers events, so a failure
   // is logged, not fatal.

@@ -44,13 +44,8 @@ std::vector<std::string> with(std::vector<std::string> args,
   return args;
 }
 
-// A lead.create notification whose payload carries `seq`: each one a distinct event.
-std::string numbered_event(int seq) {
-  const auto sample = load_sample("lead.create");
-  OrderedJson payload = sample.at("payload");
-  payload["seq"] = seq;
-  return sign_body(payload, sample.at("hook"), receiver_secret, epoch_ms() + seq);
-}
+// A distinct event, now (numbered_event, support/receiver_client.hpp).
+std::string event_now(int seq) { return numbered_event(seq, epoch_ms() + seq); }
 
 // Posts a notification; returns the delivery id the receiver answered with.
 std::string post(int port, const std::string& body) {
@@ -162,7 +157,7 @@ TEST_SUITE("http sink") {
     ReceiverProcess rx(with(receiver_args(dir), {"--sink", app.url("/hook?via=tdhook+x"), "--sink",
                                                  "file:" + file.string()}));
     REQUIRE(rx.wait_listening());
-    const std::string id = post(rx.port(), numbered_event(1));
+    const std::string id = post(rx.port(), event_now(1));
     REQUIRE(poll_until([&] { return app.count() == 1 && count_lines_in(file) == 1; }));
     const auto seen = app.requests().at(0);
     std::string line = read_file(file);
@@ -201,7 +196,7 @@ TEST_SUITE("http sink") {
     });
     ReceiverProcess rx(with(receiver_args(dir), {"--sink", app.url("/"), "--retry-base", "100ms"}));
     REQUIRE(rx.wait_listening());
-    const std::string id = post(rx.port(), numbered_event(2));
+    const std::string id = post(rx.port(), event_now(2));
     REQUIRE(poll_until([&] { return app.count() == 2; }));
     const auto seen = app.requests();
     CHECK(seen[0].header("X-Tdhook-Attempt") == "1");
@@ -237,7 +232,7 @@ TEST_SUITE("http sink") {
                                   "--retry-max", "2", "--retry-base", "50ms"}));
     REQUIRE(rx.wait_listening());
     const auto started = std::chrono::steady_clock::now();
-    post(rx.port(), numbered_event(3));
+    post(rx.port(), event_now(3));
     std::vector<json> dead;
     REQUIRE(poll_until(
         [&] {
@@ -266,7 +261,7 @@ TEST_SUITE("http sink") {
     const std::string url = "http://127.0.0.1:" + std::to_string(port) + "/hook";
     ReceiverProcess rx(with(receiver_args(dir), {"--sink", url, "--retry-max", "2"}));
     REQUIRE(rx.wait_listening());
-    const std::string id = post(rx.port(), numbered_event(4));
+    const std::string id = post(rx.port(), event_now(4));
     std::vector<json> dead;
     REQUIRE(poll_until([&] {
       dead = dead_letters(dir);
@@ -300,7 +295,7 @@ TEST_SUITE("http sink") {
     });
     ReceiverProcess rx(with(receiver_args(dir), {"--sink", app.url("/moved"), "--retry-max", "1"}));
     REQUIRE(rx.wait_listening());
-    post(rx.port(), numbered_event(5));
+    post(rx.port(), event_now(5));
     std::vector<json> dead;
     REQUIRE(poll_until([&] {
       dead = dead_letters(dir);
@@ -322,7 +317,7 @@ TEST_SUITE("http sink") {
                                   "file:" + file.string(), "--log-level", "debug"}));
     REQUIRE(rx.wait_listening());
     // Spacing and key order of its own, as only the original bytes keep them.
-    const std::string body = "  " + numbered_event(6) + "\n";
+    const std::string body = "  " + event_now(6) + "\n";
     httplib::Client client("127.0.0.1", rx.port());
     const httplib::Headers headers{{"User-Agent", "tiledesk-webhooks/2.1 (test)"},
                                    {"Origin", "https://panel.tiledesk.com"},
@@ -350,7 +345,7 @@ TEST_SUITE("http sink") {
       answer.status = 401;
       answer.set_content("bad secret " + req.get_header_value("x-hook-secret"), "text/plain");
     });
-    post(rx.port(), numbered_event(7));
+    post(rx.port(), event_now(7));
     REQUIRE(poll_until([&] {
       return rx.stderr_text().find("HTTP 401: bad secret [x-hook-secret]") != std::string::npos;
     }));
@@ -366,7 +361,7 @@ TEST_SUITE("http sink") {
       // The sink "app" posts records at first; the event is stored without its original.
       ReceiverProcess rx(with(receiver_args(dir), {"--sink", "app=" + url, "--retry-max", "1"}));
       REQUIRE(rx.wait_listening());
-      post(rx.port(), numbered_event(8));
+      post(rx.port(), event_now(8));
       REQUIRE(poll_until([&] { return dead_letters(dir).size() == 1; }));
       rx.signal(SIGTERM);
       REQUIRE(rx.wait_exit() == 0);
@@ -394,7 +389,7 @@ TEST_SUITE("http sink") {
     const int port = unused_port();
     REQUIRE(port > 0);
     const std::string sink = "forward:http://127.0.0.1:" + std::to_string(port) + "/in";
-    const std::string body = numbered_event(9) + "  ";
+    const std::string body = event_now(9) + "  ";
     {
       ReceiverProcess rx(with(receiver_args(dir), {"--sink", sink, "--retry-max", "1"}));
       REQUIRE(rx.wait_listening());
@@ -441,7 +436,7 @@ TEST_SUITE("http sink") {
     ReceiverProcess rx(with(receiver_args(dir), {"--sink", app.url("/"), "--http-concurrency", "4",
                                                  "--retry-max", "1"}));
     REQUIRE(rx.wait_listening());
-    for (int i = 0; i < 6; ++i) post(rx.port(), numbered_event(10 + i));
+    for (int i = 0; i < 6; ++i) post(rx.port(), event_now(10 + i));
     REQUIRE(poll_until([&] { return app.count() == 6; }, 20s));
     CHECK(poll_until([&] {
       httplib::Client client("127.0.0.1", rx.port());
@@ -463,7 +458,7 @@ TEST_SUITE("http sink") {
       ReceiverProcess rx(with(receiver_args(dir), {"--sink", app.url("/secure"), "--http-ca",
                                                    (dir / "cert.pem").string()}));
       REQUIRE(rx.wait_listening());
-      const std::string id = post(rx.port(), numbered_event(20));
+      const std::string id = post(rx.port(), event_now(20));
       REQUIRE(poll_until([&] { return app.count() == 1; }));
       CHECK(app.requests()[0].header("X-Tdhook-Delivery-Id") == id);
     }
@@ -471,7 +466,7 @@ TEST_SUITE("http sink") {
       ReceiverProcess rx(
           with(receiver_args(dir), {"--sink", app.url("/secure"), "--retry-max", "1"}));
       REQUIRE(rx.wait_listening());
-      post(rx.port(), numbered_event(21));
+      post(rx.port(), event_now(21));
       std::vector<json> dead;
       REQUIRE(poll_until([&] {
         dead = dead_letters(dir);
@@ -591,7 +586,7 @@ TEST_SUITE("nats store originals") {
               "fwd=forward:http://127.0.0.1:" + std::to_string(port) + "/in", "--retry-max", "1"});
     ReceiverProcess rx(args);
     REQUIRE_MESSAGE(rx.wait_listening(), rx.stderr_text());
-    const std::string body = numbered_event(30) + "\n";
+    const std::string body = event_now(30) + "\n";
     httplib::Client client("127.0.0.1", rx.port());
     const httplib::Headers headers{{"User-Agent", "tiledesk-webhooks/2.1"},
                                    {"x-hook-secret", receiver_secret}};

@@ -91,15 +91,6 @@ std::vector<std::string> nats_args(const TempDir& dir, const std::string& name,
   return args;
 }
 
-// A lead.create notification whose payload carries `seq`: a distinct event that can be found
-// in a sink.
-std::string numbered_event(int seq, std::int64_t timestamp_ms) {
-  static const OrderedJson sample = load_sample("lead.create");
-  OrderedJson payload = sample.at("payload");
-  payload["seq"] = seq;
-  return sign_body(payload, sample.at("hook"), receiver_secret, timestamp_ms);
-}
-
 struct Answer {
   int status = 0;  // 0: no answer
   std::string body, retry_after;
@@ -1132,6 +1123,32 @@ OutageRun outage_run(Notes& note, bool fallback) {
 }
 
 }  // namespace
+
+TEST_SUITE("nats store") {
+  TEST_CASE(
+      "bodies are limited to what the servers' max_payload takes (1 MiB by default): a "
+      "larger one is answered 413, never a 503 that Tiledesk would retry in vain") {
+    Notes note;
+    std::unique_ptr<NatsServer> server;
+    REQUIRE_NOTHROW(server = std::make_unique<NatsServer>());
+    TempDir dir;
+    const auto out = dir / "out.ndjson";
+    ReceiverProcess rx(nats_args(dir, "rx", server->url(), {"--sink", "out=file:" + out.string()}));
+    REQUIRE_MESSAGE(rx.wait_listening(), rx.stderr_text());
+    INFO("receiver log: " << rx.stderr_text());
+    CHECK(rx.stderr_text().find("--max-body lowered to what the store takes") != std::string::npos);
+    // 900 KB of payload fits in a 1 MiB message; 1.2 MB does not (the default --max-body,
+    // 8 MiB, would have let it through to a publish that can only fail).
+    const auto fits = post(rx.port(), numbered_event(1, epoch_ms(), 900 * 1000));
+    CHECK_MESSAGE(fits.status == 200, fits.body);
+    const auto large = post(rx.port(), numbered_event(2, epoch_ms(), 1200 * 1000));
+    CHECK(large.status == 413);
+    CHECK(large.body.find("body_too_large") != std::string::npos);
+    CHECK(poll_until([&] { return file_content(out).seqs.count(1) != 0; }, 15s));
+    note("a 1.2 MB body: ", large.status, " ", large.body);
+    stop(rx);
+  }
+}
 
 TEST_SUITE("nats store fallback") {
   TEST_CASE(

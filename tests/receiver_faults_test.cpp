@@ -110,16 +110,6 @@ std::vector<std::string> with(std::vector<std::string> args,
   return args;
 }
 
-// A lead.create notification whose payload carries `seq`, so that each one is a distinct
-// occurrence and can be found in a sink. `pad` bytes of padding make records that large.
-std::string numbered_event(int seq, std::int64_t timestamp_ms, std::size_t pad = 0) {
-  const auto sample = load_sample("lead.create");
-  OrderedJson payload = sample.at("payload");
-  payload["seq"] = seq;
-  if (pad > 0) payload["pad"] = std::string(pad, 'p');
-  return sign_body(payload, sample.at("hook"), receiver_secret, timestamp_ms);
-}
-
 // seq -> how many records of the sink carry it.
 std::map<int, int> seqs_in(const std::string& ndjson) {
   std::map<int, int> seen;

@@ -45,15 +45,6 @@ std::vector<std::string> crash_args(const TempDir& dir, const fs::path& data_dir
   return args;
 }
 
-// A lead.create notification whose payload carries `seq`: each one is a distinct occurrence
-// that can be found in a sink.
-std::string numbered_event(int seq, std::int64_t timestamp_ms) {
-  const auto sample = load_sample("lead.create");
-  OrderedJson payload = sample.at("payload");
-  payload["seq"] = seq;
-  return sign_body(payload, sample.at("hook"), receiver_secret, timestamp_ms);
-}
-
 int post_numbered(int port, int seq) {
   httplib::Client client("127.0.0.1", port);
   client.set_read_timeout(30, 0);

@@ -473,6 +473,10 @@ Result<std::unique_ptr<Sink>> make_sink(const SinkConfig& config, const Logger& 
 
 bool sink_in_order(const SinkConfig& config) noexcept { return sink_concurrency(config) == 1; }
 
+bool sink_needs_original(const SinkConfig& config) noexcept {
+  return std::string_view(config.spec).starts_with(kForward);
+}
+
 int sink_concurrency(const SinkConfig& config) noexcept {
   const std::string_view spec = config.spec;
   if (spec.starts_with("exec:")) return std::max(config.exec_concurrency, 1);

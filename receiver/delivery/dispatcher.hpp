@@ -63,6 +63,8 @@ Result<SinkConfig> parse_sink_spec(std::string_view spec);
 bool sink_in_order(const SinkConfig& config) noexcept;
 int sink_concurrency(const SinkConfig& config) noexcept;
 std::size_t sink_batch_limit(const SinkConfig& config) noexcept;
+// Whether the sink needs the original request beside the record (forward: sinks).
+bool sink_needs_original(const SinkConfig& config) noexcept;
 
 class Dispatcher {
  public:

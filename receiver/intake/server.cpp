@@ -10,6 +10,7 @@
 
 #include <httplib.h>
 
+#include "delivery/dispatcher.hpp"
 #include "http/http_loop.hpp"
 #include "intake/status.hpp"
 #include "store/dedup_cache.hpp"
@@ -53,8 +54,6 @@ struct RequestInfo {
 // std::function, which must be copyable.
 using Observation = std::shared_ptr<ObservedRequest>;
 
-bool is_forward_sink(const SinkConfig& sink) { return sink.spec.starts_with("forward:"); }
-
 }  // namespace
 
 // The receiver's request handling, independent of the transport: the event loop (plain HTTP)
@@ -87,7 +86,7 @@ struct HttpServer::Impl final : HttpHandler {
         recent(kRecentKeys, p.config.dedup_window),
         writer(std::make_unique<SpoolWriter>(p.spool)) {
     for (const auto& sink : p.config.sinks) {
-      if (is_forward_sink(sink)) forward_sinks.push_back(sink.name);
+      if (sink_needs_original(sink)) forward_sinks.push_back(sink.name);
     }
   }
   ~Impl() override {

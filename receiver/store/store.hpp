@@ -194,6 +194,9 @@ class Store {
   virtual std::size_t writers() const noexcept { return 1; }
   // Bytes the store holds on disk (segments), for /metrics; 0 where it cannot tell cheaply.
   virtual std::uint64_t disk_bytes() const noexcept { return 0; }
+  // The largest event (record plus original) put_batch() can take; larger ones fail. The
+  // receiver lowers its body limit to fit (serve(), main.cpp).
+  virtual std::uint64_t max_event_bytes() const noexcept { return UINT64_MAX; }
   // Lines for /metrics (Prometheus text) and a JSON object for /healthz's "store" member; empty
   // where the store has nothing of its own to add.
   virtual std::string metrics_text() const { return {}; }

@@ -49,6 +49,14 @@ std::string sign_sample(const std::string& name, const std::string& secret,
   return sign_body(sample.at("payload"), sample.at("hook"), secret, timestamp_ms);
 }
 
+std::string numbered_event(int seq, std::int64_t timestamp_ms, std::size_t pad) {
+  static const OrderedJson sample = load_sample("lead.create");
+  OrderedJson payload = sample.at("payload");
+  payload["seq"] = seq;
+  if (pad > 0) payload["pad"] = std::string(pad, 'p');
+  return sign_body(payload, sample.at("hook"), receiver_secret, timestamp_ms);
+}
+
 std::int64_t epoch_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())

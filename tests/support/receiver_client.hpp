@@ -31,6 +31,10 @@ std::string sign_sample(const std::string& name, const std::string& secret,
 
 std::int64_t epoch_ms();
 
+// A lead.create notification whose payload carries `seq`, so that each one is a distinct
+// occurrence that can be found in a sink. `pad` bytes of padding make records that large.
+std::string numbered_event(int seq, std::int64_t timestamp_ms, std::size_t pad = 0);
+
 // POST with Tiledesk's headers; `secret` empty = no x-hook-secret header.
 httplib::Result post_event(httplib::Client& client, const std::string& path,
                            const std::string& body, const std::string& secret,

@@ -181,7 +181,7 @@ std::vector<PutResult> LogStore::put_batch(std::vector<NewEvent> events) {
       }
       // The log's entry limit, with room for the header fields (ids, sink names): only a
       // --max-body far above the default comes near it, with the original kept besides.
-      if (events[i].record.size() + events[i].original.size() > kMaxPayloadSize - kHeaderRoom) {
+      if (events[i].record.size() + events[i].original.size() > max_event_bytes()) {
         results[i] = put_failed("the event is too large for the event log (" +
                                 std::to_string(events[i].record.size()) + " bytes of record, " +
                                 std::to_string(events[i].original.size()) + " of original)");
@@ -500,6 +500,8 @@ Status LogStore::mark_batch(const std::vector<Mark>& marks) {
   lock.unlock();
   return apply_state(std::move(change));
 }
+
+std::uint64_t LogStore::max_event_bytes() const noexcept { return kMaxPayloadSize - kHeaderRoom; }
 
 void LogStore::maintain(bool idle) noexcept {
   const std::int64_t now = now_ms();

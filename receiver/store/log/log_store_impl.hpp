@@ -98,6 +98,7 @@ class LogStore final : public Store {
   bool writable() const noexcept override;
   std::uint64_t commits() const noexcept override { return commits_.load(); }
   std::uint64_t disk_bytes() const noexcept override { return disk_bytes_.load(); }
+  std::uint64_t max_event_bytes() const noexcept override;
   void maintain(bool idle) noexcept override;
   void set_on_commit(std::function<void()> callback) override;
 

@@ -250,6 +250,9 @@ class FallbackStore final : public Store {
   std::uint64_t disk_bytes() const noexcept override {
     return nats_->disk_bytes() + local_->disk_bytes();
   }
+  std::uint64_t max_event_bytes() const noexcept override {
+    return std::min(nats_->max_event_bytes(), local_->max_event_bytes());
+  }
   void maintain(bool idle) noexcept override { nats_->maintain(idle); }
   void set_on_commit(std::function<void()> callback) override {
     nats_->set_on_commit(std::move(callback));

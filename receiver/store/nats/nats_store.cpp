@@ -23,6 +23,8 @@ constexpr std::int64_t kNsPerMs = 1000000;
 constexpr std::int64_t kFetchWaitMs = 250;
 constexpr milliseconds kStatsEvery{1000};
 constexpr std::size_t kMaxErrorHeader = 1000;
+// Room in a message for its Tdhook-* headers (ids, event, sinks, a dead letter's error).
+constexpr std::int64_t kHeaderRoom = 16 * 1024;
 // Undelivered messages are kept at least this long (and at least the de-duplication window):
 // a sink that is down for days still gets its events.
 constexpr std::int64_t kMinMaxAgeMs = 7LL * 24 * 3600 * 1000;
@@ -493,6 +495,11 @@ void NatsStore::refresh_stats() {
 }
 
 bool NatsStore::writable() const noexcept { return connected_.load() && stream_ok_.load(); }
+
+std::uint64_t NatsStore::max_event_bytes() const noexcept {
+  const auto payload = natsConnection_GetMaxPayload(nc_);
+  return payload > kHeaderRoom ? static_cast<std::uint64_t>(payload - kHeaderRoom) : 0;
+}
 
 bool NatsStore::connected() const noexcept {
   return natsConnection_Status(nc_) == NATS_CONN_STATUS_CONNECTED;

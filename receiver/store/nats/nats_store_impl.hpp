@@ -99,6 +99,8 @@ class NatsStore final : public Store {
   std::uint64_t commits() const noexcept override { return commits_.load(); }
   std::size_t writers() const noexcept override { return 4; }
   std::uint64_t disk_bytes() const noexcept override { return stream_bytes_.load(); }
+  // The servers' max_payload, less room for the headers.
+  std::uint64_t max_event_bytes() const noexcept override;
   void set_on_commit(std::function<void()> callback) override;
   std::string metrics_text() const override;
   std::string health_json() const override;

@@ -54,7 +54,6 @@ struct Spool::Impl {
   detail::Connection read_db;
   ReadStatements r;
 
-
   std::atomic<std::int64_t> pending{0};  // events with at least one pending delivery
   std::atomic<bool> writable{true};
   std::atomic<std::int64_t> last_probe_ms{0};  // steady clock, of probe_writable()
