@@ -83,7 +83,7 @@ TEST_SUITE("receiver check-config") {
         {"bad PEM",
          {"--global-key", "RS256:" + (dir / "bad.pem").string()},
          "",
-         {"global key", "PEM"}},
+         {"global key RS256:" + (dir / "bad.pem").string(), "PEM"}},
         {"unknown sink",
          {"--secret-file", secret, "--sink", "bogus:x"},
          "",
