@@ -47,6 +47,12 @@ grep -q '^ExecStart=/usr/bin/tdhook-receiver \$TDHOOK_ARGS$' "$root/lib/systemd/
 	fail "the packaged unit does not run /usr/bin/tdhook-receiver"
 grep -qE '^Exec.*/usr/local' "$root/lib/systemd/system/tdhook-receiver.service" &&
 	fail "the packaged unit names /usr/local"
+# The configuration checked before a start and a reload is the one that runs: same arguments.
+[ "$(grep -cE '^Exec(StartPre|Start|Reload)=/usr/bin/tdhook-receiver \$TDHOOK_ARGS( --check-config)?$' \
+	"$root/lib/systemd/system/tdhook-receiver.service")" = 3 ] ||
+	fail "ExecStartPre, ExecStart and ExecReload do not run tdhook-receiver with \$TDHOOK_ARGS"
+grep -q '^ExecReload=/bin/kill -HUP \$MAINPID$' "$root/lib/systemd/system/tdhook-receiver.service" ||
+	fail "ExecReload sends no SIGHUP after the check"
 
 # Control data and maintainer scripts.
 dpkg-deb -e "$runtime" "$work/control"
@@ -68,6 +74,14 @@ done
 	fail "tdhook --version is not the package's version"
 [ "$(dpkg-deb -f "$runtime" Version)" = "$("$root/usr/bin/tdhook-receiver" --version | awk '{print $2}')" ] ||
 	fail "tdhook-receiver --version is not the package's version"
+
+# tdhook-dev, unpacked anywhere, builds samples/consumer with find_package(tdhook).
+if cmake -S "$source_dir/samples/consumer" -B "$work/consumer" -DCMAKE_PREFIX_PATH="$root/usr" \
+	>"$work/consumer.log" 2>&1 && cmake --build "$work/consumer" >>"$work/consumer.log" 2>&1; then
+	ok "samples/consumer builds against the unpacked tdhook-dev"
+else
+	fail "samples/consumer does not build against tdhook-dev: $(tail -20 "$work/consumer.log")"
+fi
 
 # The packaged configuration, checked by the unpacked receiver: its paths moved under $work (the
 # secret file, the data and log directories) and the unpacked tree (the scripts), nothing else.
