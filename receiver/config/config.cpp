@@ -631,7 +631,7 @@ ConfigOutcome load_config(int argc, const char* const* argv, Config& config, std
   CLI::App app{
       "tdhook-receiver: receives Tiledesk webhooks, verifies them, stores them durably "
       "and forwards them to stdout, files and scripts"};
-  app.set_version_flag("--version", "tdhook-receiver 0.1.0");
+  app.set_version_flag("--version", "tdhook-receiver " TDHOOK_VERSION);
   std::map<std::string, std::vector<std::string>> cli_values;
   std::string config_path;
   app.add_option("--config", config_path, "TOML configuration file (flags override it)");
