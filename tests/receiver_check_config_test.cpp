@@ -83,7 +83,7 @@ TEST_SUITE("receiver check-config") {
         {"bad PEM",
          {"--global-key", "RS256:" + (dir / "bad.pem").string()},
          "",
-         {"global key", "PEM"}},
+         {"global key RS256:" + (dir / "bad.pem").string(), "PEM"}},
         {"unknown sink",
          {"--secret-file", secret, "--sink", "bogus:x"},
          "",
@@ -98,6 +98,23 @@ TEST_SUITE("receiver check-config") {
       for (const auto& part : k.expected) CHECK(c.err.find(part) != std::string::npos);
       CHECK(c.out.find("ok") == std::string::npos);
     }
+  }
+
+  TEST_CASE("every problem in the config file and the flags is listed, not only the first") {
+    TempDir dir;
+    write_file(dir / "tdhook.toml",
+               "[receiver]\nlisen = \"x\"\nread_timeout = \"5 parsecs\"\n\n[[sink]]\n"
+               "spec = \"bogus:x\"\n\n[[sink]]\nspec = \"stdout\"\ncolour = \"red\"\n");
+    const auto c = check(dir, {"--config", (dir / "tdhook.toml").string(), "--tls-cert",
+                               (dir / "cert.pem").string()});
+    INFO("stderr: " << c.err);
+    CHECK(c.code == 2);
+    CHECK(c.err.find("tdhook.toml:2: lisen: unknown") != std::string::npos);
+    CHECK(c.err.find("tdhook.toml:3: read_timeout: bad duration") != std::string::npos);
+    CHECK(c.err.find("tdhook.toml:6: unknown sink") != std::string::npos);
+    CHECK(c.err.find("tdhook.toml:10: colour: unknown [[sink]] key") != std::string::npos);
+    CHECK(c.err.find("--tls-cert and --tls-key go together") != std::string::npos);
+    CHECK(c.err.find("5 problems found") != std::string::npos);
   }
 
   TEST_CASE("problems in several files are all listed") {

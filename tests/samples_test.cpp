@@ -77,11 +77,15 @@ TEST_SUITE("samples") {
     TempDir dir;
     std::string unit = read_file(source_dir() / "samples/config/tdhook-receiver.service");
     const std::string installed = "/usr/local/bin/tdhook-receiver";
-    const auto at = unit.find(installed);
-    REQUIRE(at != std::string::npos);
-    unit.replace(at, installed.size(), TDHOOK_RECEIVER_BIN);
+    REQUIRE(unit.find(installed) != std::string::npos);
+    // ExecStartPre, ExecStart and ExecReload all name it.
+    const std::string built = TDHOOK_RECEIVER_BIN;
+    for (auto at = unit.find(installed); at != std::string::npos;
+         at = unit.find(installed, at + built.size()))
+      unit.replace(at, installed.size(), built);
     write_file(dir / "tdhook-receiver.service", unit);
-    const std::string command = "systemd-analyze verify '" +
+    // The man pages its Documentation= names are checked in the package (tests/package).
+    const std::string command = "systemd-analyze verify --man=no '" +
                                 (dir / "tdhook-receiver.service").string() + "' > '" +
                                 (dir / "out.txt").string() + "' 2>&1";
     const int status = std::system(command.c_str());

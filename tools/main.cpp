@@ -5,6 +5,7 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"tdhook: tools for Tiledesk webhooks"};
+  app.set_version_flag("--version", "tdhook " TDHOOK_VERSION);
   app.require_subcommand(1);
   tdhook::tools::setup_verify(app);
   tdhook::tools::setup_sign(app);

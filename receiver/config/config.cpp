@@ -456,9 +456,9 @@ Result<SinkConfig> sink_from_table(const TomlDocument& doc, const TomlTable& tab
 }
 
 // Reads the [receiver] table into `settings` (the command line then overrides) and returns the
-// [[sink]] tables.
-Result<std::vector<const TomlTable*>> read_file_settings(const TomlDocument& doc,
-                                                         Settings& settings) {
+// [[sink]] tables. A key or table it refuses goes to `problems`, and the reading goes on.
+std::vector<const TomlTable*> read_file_settings(const TomlDocument& doc, Settings& settings,
+                                                 std::vector<std::string>& problems) {
   std::vector<const TomlTable*> sinks;
   for (const auto& table : doc.tables) {
     if (table.name == "sink" && table.array_element) {
@@ -467,9 +467,9 @@ Result<std::vector<const TomlTable*>> read_file_settings(const TomlDocument& doc
     }
     const bool store = table.name == "store" && !table.array_element;
     if ((table.name != "receiver" || table.array_element) && !store) {
-      return Error{ErrorCode::invalid_config, toml_where(doc, table.line) + "unknown table '" +
-                                                  table.name +
-                                                  "' (expected [receiver], [store] or [[sink]])"};
+      problems.push_back(toml_where(doc, table.line) + "unknown table '" + table.name +
+                         "' (expected [receiver], [store] or [[sink]])");
+      continue;
     }
     for (const auto& [file_key, value] : table.entries) {
       // [store] url/stream/replicas/creds/ca/timeout are the --store... flags.
@@ -487,21 +487,29 @@ Result<std::vector<const TomlTable*>> read_file_settings(const TomlDocument& doc
             {"deliver_only", "deliver_only"}};
         const auto k = store_keys.find(file_key);
         if (k == store_keys.end()) {
-          return bad(from_toml(doc, file_key, value),
-                     "unknown [store] key (expected url, stream, replicas, creds, ca, timeout, "
-                     "fallback, fallback_max, deliver_only)");
+          problems.push_back(bad(from_toml(doc, file_key, value),
+                                 "unknown [store] key (expected url, stream, replicas, creds, ca, "
+                                 "timeout, fallback, fallback_max, deliver_only)")
+                                 .detail);
+          continue;
         }
         key = k->second;
       }
       auto s = from_toml(doc, key, value);
       const bool list_ok = key == "pass_env" || key == "reply" || key == "secret_file" ||
                            key == "global_key" || key == "global_secret_file";
-      if (key == "sink") return bad(s, "sinks are [[sink]] tables in the file");
-      if (value.kind == TomlValue::Kind::array && !list_ok)
-        return bad(s, "expected a single value");
-      if (value.kind != TomlValue::Kind::array && list_ok &&
-          value.kind != TomlValue::Kind::string) {
-        return bad(s, "expected a string or an array of strings");
+      std::string wrong;
+      if (key == "sink") {
+        wrong = "sinks are [[sink]] tables in the file";
+      } else if (value.kind == TomlValue::Kind::array && !list_ok) {
+        wrong = "expected a single value";
+      } else if (value.kind != TomlValue::Kind::array && list_ok &&
+                 value.kind != TomlValue::Kind::string) {
+        wrong = "expected a string or an array of strings";
+      }
+      if (!wrong.empty()) {
+        problems.push_back(bad(s, wrong).detail);
+        continue;
       }
       settings[key] = std::move(s);
     }
@@ -539,22 +547,31 @@ Status build(CLI::App& app, const std::map<std::string, std::vector<std::string>
   Settings settings;
   std::vector<const TomlTable*> sink_tables;
   TomlDocument doc;
+  // Every key, flag and [[sink]] that does not load, not only the first (--check-config lists
+  // them all); a file that does not parse as TOML stops at its first syntax error.
+  std::vector<std::string> problems;
+  const auto note = [&problems](const Status& status) {
+    if (!status) problems.push_back(status.error().detail);
+  };
   if (!config_path.empty()) {
     auto text = read_text_file(config_path);
     if (!text) return std::move(text).error();
     auto parsed = parse_toml(*text, config_path);
     if (!parsed) return std::move(parsed).error();
     doc = std::move(*parsed);
-    auto tables = read_file_settings(doc, settings);
-    if (!tables) return std::move(tables).error();
-    sink_tables = std::move(*tables);
+    sink_tables = read_file_settings(doc, settings, problems);
   }
-  for (const auto& [key, s] : settings) {
-    bool known = is_key_option(key);
-    for (const auto& k : receiver_keys()) known = known || key == k.name;
-    if (!known) return bad(s, "unknown [receiver] key");
+  for (auto it = settings.begin(); it != settings.end();) {
+    bool known = is_key_option(it->first);
+    for (const auto& k : receiver_keys()) known = known || it->first == k.name;
+    if (known) {
+      ++it;
+      continue;
+    }
+    problems.push_back(bad(it->second, "unknown [receiver] key").detail);
+    it = settings.erase(it);
   }
-  if (auto keys = apply_key_options_from_file(settings, app, config.keys); !keys) return keys;
+  note(apply_key_options_from_file(settings, app, config.keys));
   for (const auto& k : receiver_keys()) {
     const auto* opt = app.get_option(flag_of(k.name));
     if (opt->count() == 0) continue;
@@ -566,19 +583,25 @@ Status build(CLI::App& app, const std::map<std::string, std::vector<std::string>
   SinkDefaults defaults;
   for (const auto& [key, s] : settings) {
     if (is_key_option(key)) continue;
-    if (auto applied = apply_receiver_key(key, s, config, defaults); !applied) return applied;
+    note(apply_receiver_key(key, s, config, defaults));
   }
   if (auto it = settings.find("sink"); it != settings.end()) {
     for (const auto& spec : it->second.values) {
       auto sink = parse_sink_spec(spec);
-      if (!sink) return bad(it->second, sink.error().detail);
+      if (!sink) {
+        problems.push_back(bad(it->second, sink.error().detail).detail);
+        continue;
+      }
       apply_defaults(defaults, *sink);
       config.sinks.push_back(std::move(*sink));
     }
   } else if (!sink_tables.empty()) {
     for (const auto* table : sink_tables) {
       auto sink = sink_from_table(doc, *table, defaults);
-      if (!sink) return std::move(sink).error();
+      if (!sink) {
+        problems.push_back(sink.error().detail);
+        continue;
+      }
       config.sinks.push_back(std::move(*sink));
     }
   } else {
@@ -589,42 +612,41 @@ Status build(CLI::App& app, const std::map<std::string, std::vector<std::string>
   config.pass_env = defaults.pass_env;
   for (auto& sink : config.sinks) sink.file_sync = config.durability == Durability::power;
   if (!config.store_url.empty() && config.durability == Durability::power) {
-    return Error{ErrorCode::invalid_config,
-                 "--durability power cannot be kept with a NATS store: nats-server 2.9 "
-                 "acknowledges a publish before it reaches the disk (it syncs about once a "
-                 "minute; nats-io/nats-server#7564), so a 200 means held by the server process "
-                 "(one replica) or by a quorum of servers (three), not written to a disk"};
+    problems.push_back(
+        "--durability power cannot be kept with a NATS store: nats-server 2.9 "
+        "acknowledges a publish before it reaches the disk (it syncs about once a "
+        "minute; nats-io/nats-server#7564), so a 200 means held by the server process "
+        "(one replica) or by a quorum of servers (three), not written to a disk");
   }
-  if (config.store_fallback) {
-    if (config.store_url.empty()) {
-      return Error{ErrorCode::invalid_config,
-                   "--store-fallback local needs a NATS store (--store nats://...): the embedded "
-                   "log is local already"};
-    }
-    if (config.store_fallback_max > config.dedup_window) {
-      return Error{ErrorCode::invalid_config,
-                   "--store-fallback-max is longer than --dedup-window (the stream's duplicate "
-                   "window): an event kept locally that long could be stored twice when it is "
-                   "forwarded"};
-    }
+  if (config.store_fallback && config.store_url.empty()) {
+    problems.push_back(
+        "--store-fallback local needs a NATS store (--store nats://...): the embedded log is "
+        "local already");
+  }
+  if (config.store_fallback && config.store_fallback_max > config.dedup_window) {
+    problems.push_back(
+        "--store-fallback-max is longer than --dedup-window (the stream's duplicate window): an "
+        "event kept locally that long could be stored twice when it is forwarded");
   }
   if (config.deliver_only && config.store_url.empty()) {
-    return Error{ErrorCode::invalid_config,
-                 "--deliver-only needs a NATS store (--store nats://...): the embedded log "
-                 "belongs to one receiver"};
+    problems.push_back(
+        "--deliver-only needs a NATS store (--store nats://...): the embedded log "
+        "belongs to one receiver");
   }
   if (!config.inspect_host.empty() && config.inspect_token_file.empty() &&
       !is_loopback_host(config.inspect_host)) {
-    return Error{ErrorCode::invalid_config,
-                 "--inspect on " + config.inspect_host +
-                     " needs --inspect-token-file: the inspector shows payloads, which hold "
-                     "personal data (without a token it binds to 127.0.0.1, ::1 or localhost "
-                     "only)"};
+    problems.push_back("--inspect on " + config.inspect_host +
+                       " needs --inspect-token-file: the inspector shows payloads, which hold "
+                       "personal data (without a token it binds to 127.0.0.1, ::1 or localhost "
+                       "only)");
   }
   if (config.tls_cert.empty() != config.tls_key.empty()) {
-    return Error{ErrorCode::invalid_config, "--tls-cert and --tls-key go together"};
+    problems.push_back("--tls-cert and --tls-key go together");
   }
-  return Ok{};
+  if (problems.empty()) return Ok{};
+  std::string all;
+  for (const auto& p : problems) all += (all.empty() ? "" : "\n") + p;
+  return Error{ErrorCode::invalid_config, std::move(all)};
 }
 
 }  // namespace
@@ -634,7 +656,7 @@ ConfigOutcome load_config(int argc, const char* const* argv, Config& config, std
   CLI::App app{
       "tdhook-receiver: receives Tiledesk webhooks, verifies them, stores them durably "
       "and forwards them to stdout, files and scripts"};
-  app.set_version_flag("--version", "tdhook-receiver 0.1.0");
+  app.set_version_flag("--version", "tdhook-receiver " TDHOOK_VERSION);
   std::map<std::string, std::vector<std::string>> cli_values;
   std::string config_path;
   app.add_option("--config", config_path, "TOML configuration file (flags override it)");
@@ -664,7 +686,12 @@ ConfigOutcome load_config(int argc, const char* const* argv, Config& config, std
     return ConfigOutcome{false, code == 0 ? 0 : 2};
   }
   if (auto built = build(app, cli_values, config_path, config); !built) {
-    err << "tdhook-receiver: " << built.error().detail << '\n';
+    // One problem per line.
+    std::istringstream lines(built.error().detail);
+    int count = 0;
+    for (std::string line; std::getline(lines, line); ++count)
+      err << "tdhook-receiver: " << line << '\n';
+    if (count > 1) err << "tdhook-receiver: " << count << " problems found\n";
     return ConfigOutcome{false, 2};
   }
   config.check_config = check;

@@ -65,6 +65,20 @@ Status add_env_secrets(std::vector<std::string>& secrets) {
   return Ok{};
 }
 
+// A key that does not load names its file: Verifier::create, given every key at once, can only
+// number them ("global key #2"). Each is tried alone first, with its file in the message.
+Status check_global_key(const GlobalKey& key, const std::string& origin) {
+  VerifierOptions one;
+  one.mode = VerifyMode::token_only;
+  one.global_keys.push_back(key);
+  auto made = Verifier::create(std::move(one));
+  if (made) return Ok{};
+  std::string detail = made.error().detail;
+  constexpr std::string_view kNumbered = "global key #1: ";
+  if (detail.starts_with(kNumbered)) detail.erase(0, kNumbered.size());
+  return Error{ErrorCode::invalid_config, origin + ": " + detail};
+}
+
 Result<GlobalKey> read_global_key(const std::string& spec) {
   const auto colon = spec.find(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == spec.size()) {
@@ -91,7 +105,11 @@ Result<GlobalKey> read_global_key(const std::string& spec) {
   if (trim(*pem).empty()) {
     return Error{ErrorCode::invalid_config, "global key file " + path + " is empty"};
   }
-  return GlobalKey{*alg, std::move(*pem)};
+  GlobalKey key{*alg, std::move(*pem)};
+  if (auto checked = check_global_key(key, "global key " + spec); !checked) {
+    return std::move(checked).error();
+  }
+  return key;
 }
 
 }  // namespace
