@@ -10,6 +10,8 @@
 #   SCENARIOS=unique bench/run.sh              the unique-body table only
 #   SCENARIOS=inspect bench/run.sh             the inspector's cost: tdhook without and with
 #                                              --inspect, alternated INSPECT_ROUNDS (4) times
+#   SCENARIOS=tls bench/run.sh                 HTTPS: tdhook plain and tdhook --tls-cert, unique
+#                                              bodies on keep-alive connections (not in "unique")
 #
 # Environment (defaults): BUILD_DIR (./build of the project), SECONDS (10, per server run),
 # CONNECTIONS (32), WRK_THREADS (2), SCENARIOS ("unique same script verify send"; unique = "ka
@@ -45,12 +47,13 @@ send_count=${SEND_COUNT:-20000}
 scenarios=${SCENARIOS:-unique same script verify send}
 
 # The scenarios asked for, always run (and printed) in this order: unique bodies first.
-order="ka close power inspect same-ka same-close script verify send"
+order="ka close power tls inspect same-ka same-close script verify send"
 declare -A want=()
 for s in $scenarios; do
   case $s in
     unique) want[ka]=1 want[close]=1 want[power]=1 ;;
     inspect) want[inspect]=1 ;;
+    tls) want[tls]=1 ;;
     same) want[same-ka]=1 want[same-close]=1 ;;
     1) want[ka]=1 want[same-ka]=1 ;;
     2) want[close]=1 want[same-close]=1 ;;
@@ -58,7 +61,7 @@ for s in $scenarios; do
     4) want[verify]=1 ;;
     5) want[send]=1 ;;
     ka | close | power | same-ka | same-close | script | verify | send | inspect) want[$s]=1 ;;
-    *) b_die "unknown scenario '$s' in SCENARIOS (unique same script verify send, or ka close power same-ka same-close, or 1..5)" ;;
+    *) b_die "unknown scenario '$s' in SCENARIOS (unique same script verify send, or ka close power tls inspect same-ka same-close, or 1..5)" ;;
   esac
 done
 run_list=""
@@ -129,7 +132,7 @@ drop_big() { [ "${KEEP:-0}" = 1 ] || rm -rf "$1/data" "$1/out.ndjson"; }
 wrk_run() {
   local out=$1 lua=$2 port=$3 stop_at=$4
   shift 4
-  b_wrk_start "$out" "$lua" "$secs" "http://127.0.0.1:$port/hooks/tiledesk" "$@"
+  b_wrk_start "$out" "$lua" "$secs" "${W_SCHEME:-http}://127.0.0.1:$port/hooks/tiledesk" "$@"
   local wpid=$B_PID
   if [ "$stop_at" -gt 0 ]; then
     while kill -0 "$wpid" 2>/dev/null; do
@@ -204,6 +207,14 @@ run_http() {
     tdhook) b_receiver "$log" "$port" "$R_DIR/data" "file:$R_DIR/out.ndjson" ;;
     "tdhook (power)") b_receiver "$log" "$port" "$R_DIR/data" "file:$R_DIR/out.ndjson" --durability power ;;
     "tdhook (inspect)") b_receiver "$log" "$port" "$R_DIR/data" "file:$R_DIR/out.ndjson" --inspect 127.0.0.1:0 ;;
+    "tdhook (tls)")
+      # A self-signed EC P-256 certificate (wrk does not check it); TLS 1.3 is what wrk's
+      # OpenSSL negotiates.
+      [ -f "$B_WORK/tls.key" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -days 2 -subj /CN=127.0.0.1 -keyout "$B_WORK/tls.key" -out "$B_WORK/tls.pem" 2>/dev/null
+      b_receiver "$log" "$port" "$R_DIR/data" "file:$R_DIR/out.ndjson" --tls-cert "$B_WORK/tls.pem" --tls-key "$B_WORK/tls.key"
+      W_SCHEME=https
+      ;;
     express) b_start "$log" env NODE_PATH="$B_MODS" node "$B_BENCH/express-receiver.js" "$port" "$B_SECRET" "$R_DIR/out.ndjson" ;;
     webhook)
       sed "s/@SECRET@/$B_SECRET/" "$B_BENCH/webhook-hooks.json.tmpl" >"$R_DIR/hooks.json"
@@ -225,6 +236,7 @@ run_http() {
     exec {swfd}>"$R_DIR/sinkwait.fifo"
   fi
   wrk_run "$R_DIR/wrk.out" "$lua" "$port" 0 "$@"
+  W_SCHEME=http
   if [ "$follow" = 1 ]; then
     echo "$W_2XX $W_END_NS $sink_wait_ms" >&"$swfd"
     exec {swfd}>&-
@@ -297,6 +309,9 @@ print_unique() {
     local median
     median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
     echo "- inspector: tdhook --inspect / tdhook per round ${ratios[*]}, median $median (goal >= 0.95: $(goal "$median" ">=" 0.95))"
+  fi
+  if [ -n "${want[tls]:-}" ]; then
+    echo "- HTTPS, keep-alive: tdhook(tls)/tdhook $(ratio "${RPS[tls/tdhook (tls)]:-}" "${RPS[tls/tdhook]:-}"), tdhook(tls) p99 ${P99[tls/tdhook (tls)]:-?} ms, tdhook p99 ${P99[tls/tdhook]:-?} ms (wrk's connections are opened once: the handshakes are not in the figures)"
   fi
   if [ -n "${want[power]:-}" ]; then
     echo "- --durability power, keep-alive: tdhook(power)/append-sync $(ratio "${RPS[power/tdhook (power)]:-}" "${RPS[power/append-sync]:-}"), tdhook(power) p99 ${P99[power/tdhook (power)]:-?} ms, append-sync p99 ${P99[power/append-sync]:-?} ms"
@@ -388,6 +403,12 @@ for s in $run_list; do
     power)
       for srv in append-sync "tdhook (power)"; do
         run_http unique power "keep-alive, power-loss durability" "$srv" "$here/post-unique.lua"
+        body_bytes=$(wc -c <"$B_WORK/body.json")
+      done
+      ;;
+    tls)
+      for srv in tdhook "tdhook (tls)"; do
+        run_http unique tls "keep-alive, plain vs HTTPS" "$srv" "$here/post-unique.lua"
         body_bytes=$(wc -c <"$B_WORK/body.json")
       done
       ;;

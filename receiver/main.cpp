@@ -38,11 +38,31 @@ namespace {
 constexpr int exit_config = 2;
 constexpr int exit_runtime = 1;
 
-// What SIGHUP swaps in: the verifier (nullopt under --no-verify) and the --events filter.
-Result<std::shared_ptr<const LiveConfig>> make_live(const Config& config, const Logger& log) {
+// The TLS certificate and key of --tls-cert/--tls-key, with --tls-min-version.
+Result<std::shared_ptr<const TlsContext>> load_tls(const Config& config) {
+  return TlsContext::load(TlsSettings{config.tls_cert, config.tls_key, config.tls_min_version});
+}
+
+// What a log line says of a TLS context: never anything of the key.
+void add_tls_fields(LogFields& fields, const TlsContext& tls) {
+  fields.add("tls_subject", tls.subject())
+      .add("tls_not_after", tls.not_after())
+      .add("tls_sha256", tls.fingerprint())
+      .add("tls_min_version", to_string(tls.min_version()));
+}
+
+// What SIGHUP swaps in: the verifier (nullopt under --no-verify), the --events filter and the
+// TLS context (with_tls: --check-config checks the TLS files on its own).
+Result<std::shared_ptr<const LiveConfig>> make_live(const Config& config, const Logger& log,
+                                                    bool with_tls = true) {
   auto live = std::make_shared<LiveConfig>();
   live->events = config.events;
   live->events_text = config.events_text;
+  if (with_tls && !config.tls_cert.empty()) {
+    auto tls = load_tls(config);
+    if (!tls) return std::move(tls).error();
+    live->tls = std::move(*tls);
+  }
   if (config.no_verify) {
     log.warn(
         "--no-verify: events are NOT authenticated; anyone who can reach this port can "
@@ -64,10 +84,10 @@ Result<std::shared_ptr<const LiveConfig>> make_live(const Config& config, const 
   return std::shared_ptr<const LiveConfig>(std::move(live));
 }
 
-// SIGHUP: the command line and the --config file are read again, and the secrets, keys and
-// --events filter of the result replace the running ones, all of them or none: a file that
-// does not load keeps the running set (logged, counted in tdhook_reloads_total). Every other
-// option stays as it was at start.
+// SIGHUP: the command line and the --config file are read again, and the secrets, keys, --events
+// filter and TLS certificate and key of the result replace the running ones, all of them or
+// none: a file that does not load keeps the running set (logged, counted in
+// tdhook_reloads_total). Every other option stays as it was at start.
 struct Reloader {
   int argc;
   const char* const* argv;
@@ -89,6 +109,8 @@ struct Reloader {
     if (problem.empty()) {
       if (fresh.no_verify != !live.get()->verifier.has_value()) {
         problem = "--no-verify cannot change without a restart";
+      } else if (fresh.tls_cert.empty() != !live.get()->tls) {
+        problem = "HTTPS cannot be switched on or off without a restart (--tls-cert)";
       } else if (auto made = make_live(fresh, log); !made) {
         problem = made.error().detail;
       } else {
@@ -97,17 +119,21 @@ struct Reloader {
     }
     if (!next) {
       metrics.count_reload(false);
-      log.error("SIGHUP: reload failed, the running secrets, keys and --events stay",
-                LogFields().add("reason", problem));
+      log.error(
+          "SIGHUP: reload failed, the running secrets, keys, --events and TLS certificate stay",
+          LogFields().add("reason", problem));
       return;
     }
     live.set(next);
     metrics.count_reload(true);
-    log.info("SIGHUP: reloaded secrets, keys and --events",
-             LogFields()
-                 .add("secrets", static_cast<std::int64_t>(next->secrets))
-                 .add("global_keys", static_cast<std::int64_t>(next->global_keys))
-                 .add("events", next->events_text.empty() ? "all" : next->events_text));
+    LogFields fields;
+    fields.add("secrets", static_cast<std::int64_t>(next->secrets))
+        .add("global_keys", static_cast<std::int64_t>(next->global_keys))
+        .add("events", next->events_text.empty() ? "all" : next->events_text);
+    if (next->tls) add_tls_fields(fields, *next->tls);
+    log.info(next->tls ? "SIGHUP: reloaded secrets, keys, --events and the TLS certificate"
+                       : "SIGHUP: reloaded secrets, keys and --events",
+             fields);
   }
 };
 
@@ -280,12 +306,24 @@ std::string unreadable(const std::string& what, const std::string& path) {
 int check_config(const Config& config, std::ostream& out, std::ostream& err) {
   std::vector<std::string> problems;
   const Logger quiet(LogLevel::error);
-  auto live = make_live(config, quiet);
+  auto live = make_live(config, quiet, /*with_tls=*/false);
   if (!live) problems.push_back(live.error().detail);
+  std::shared_ptr<const TlsContext> tls;
   if (!config.tls_cert.empty()) {
+    bool readable = true;
     for (const auto& [what, path] :
          {std::pair{"TLS certificate", config.tls_cert}, std::pair{"TLS key", config.tls_key}}) {
-      if (auto why = unreadable(what, path); !why.empty()) problems.push_back(why);
+      if (auto why = unreadable(what, path); !why.empty()) {
+        problems.push_back(why);
+        readable = false;
+      }
+    }
+    if (readable) {
+      if (auto loaded = load_tls(config); !loaded) {
+        problems.push_back(loaded.error().detail);
+      } else {
+        tls = std::move(*loaded);
+      }
     }
   }
   if (!config.inspect_token_file.empty()) {
@@ -325,6 +363,11 @@ int check_config(const Config& config, std::ostream& out, std::ostream& err) {
   const auto& set = **live;
   out << "listen     " << config.host << ":" << config.port << config.path
       << (config.tls_cert.empty() ? "" : " (TLS)") << '\n';
+  if (tls) {
+    out << "tls        " << config.tls_cert << ", TLS " << to_string(tls->min_version())
+        << " or later, ALPN http/1.1, certificate " << tls->subject() << " until "
+        << tls->not_after() << '\n';
+  }
   out << "verify     "
       << (set.verifier ? "--mode " + config.keys.mode + ", " + std::to_string(set.secrets) +
                              " secret(s), " + std::to_string(set.global_keys) + " global key(s)"
@@ -379,6 +422,11 @@ int serve(const Config& given, const Logger& log, int argc, const char* const* a
   }
   LiveSettings live(*initial);
   const bool verifying = (*initial)->verifier.has_value();
+  if (const auto& tls = (*initial)->tls) {
+    LogFields fields;
+    add_tls_fields(fields, *tls);
+    log.info("TLS certificate loaded", fields);
+  }
   auto spool = open_store(config, log);
   if (!spool) {
     log.error("cannot open the store", LogFields().add("reason", spool.error().detail));

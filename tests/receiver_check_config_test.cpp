@@ -10,6 +10,7 @@
 #include "support/files.hpp"
 #include "support/receiver_client.hpp"
 #include "support/receiver_process.hpp"
+#include "support/tls_client.hpp"
 
 using namespace tdhook::test;
 using namespace std::chrono_literals;
@@ -129,5 +130,44 @@ TEST_SUITE("receiver check-config") {
     CHECK(c.err.find("key.pem") != std::string::npos);
     CHECK(c.err.find("no-such-dir") != std::string::npos);
     CHECK(c.err.find("4 problems found") != std::string::npos);
+  }
+
+  TEST_CASE("the TLS files are loaded, not only read, and the TLS settings are printed") {
+    TempDir dir;
+    write_file(dir / "secret", std::string(receiver_secret) + "\n");
+    const auto secret = (dir / "secret").string();
+    const auto one = make_test_cert(dir, "tdhook-one", "one");
+    const auto two = make_test_cert(dir, "tdhook-two", "two");
+    write_file(dir / "junk.pem", "not a certificate\n");
+
+    const auto good = check(dir, {"--secret-file", secret, "--tls-cert", one.cert.string(),
+                                  "--tls-key", one.key.string(), "--tls-min-version", "1.3"});
+    INFO("stdout: " << good.out << "\nstderr: " << good.err);
+    CHECK(good.code == 0);
+    CHECK(good.out.find("tls        " + one.cert.string() + ", TLS 1.3 or later") !=
+          std::string::npos);
+    CHECK(good.out.find("/CN=tdhook-one") != std::string::npos);
+    CHECK(good.out.find("PRIVATE KEY") == std::string::npos);
+
+    const auto junk = check(dir, {"--secret-file", secret, "--tls-cert",
+                                  (dir / "junk.pem").string(), "--tls-key", one.key.string()});
+    CHECK(junk.code == 2);
+    CHECK(junk.err.find("cannot load the TLS certificate " + (dir / "junk.pem").string()) !=
+          std::string::npos);
+
+    const auto mismatch = check(dir, {"--secret-file", secret, "--tls-cert", one.cert.string(),
+                                      "--tls-key", two.key.string()});
+    CHECK(mismatch.code == 2);
+    CHECK(mismatch.err.find("cannot load the TLS key " + two.key.string()) != std::string::npos);
+    CHECK(mismatch.err.find("key values mismatch") != std::string::npos);
+
+    const auto version = check(dir, {"--secret-file", secret, "--tls-cert", one.cert.string(),
+                                     "--tls-key", one.key.string(), "--tls-min-version", "1.1"});
+    CHECK(version.code == 2);
+    CHECK(version.err.find("--tls-min-version: expected 1.2 or 1.3") != std::string::npos);
+
+    const auto alone = check(dir, {"--secret-file", secret, "--tls-min-version", "1.3"});
+    CHECK(alone.code == 2);
+    CHECK(alone.err.find("needs --tls-cert") != std::string::npos);
   }
 }

@@ -1,5 +1,5 @@
 // tdhook-receiver under load: kill -9 mid-stream loses nothing answered 200, and SIGTERM lets
-// every request already sent finish.
+// every request already sent finish, over plain HTTP and over HTTPS.
 #include <doctest/doctest.h>
 #include <signal.h>
 
@@ -11,6 +11,7 @@
 #include "support/files.hpp"
 #include "support/receiver_client.hpp"
 #include "support/receiver_process.hpp"
+#include "support/tls_client.hpp"
 
 namespace tdhook::test {
 namespace {
@@ -30,6 +31,61 @@ std::vector<std::string> lead_bodies(int count, const std::string& tag) {
     bodies.push_back(sign_body(payload, sample.at("hook"), receiver_secret, ts + i));
   }
   return bodies;
+}
+
+// Client threads post distinct events (half of them on keep-alive connections) until SIGTERM.
+void sigterm_under_load(Wire wire) {
+  INFO("over ", to_string(wire));
+  TempDir dir;
+  auto args = with_wire(receiver_args(dir), wire, dir);
+  args.insert(args.end(), {"--sink", "file:" + (dir / "events.ndjson").string()});
+  ReceiverProcess rx(args);
+  REQUIRE(rx.wait_listening());
+
+  const auto bodies = lead_bodies(20000, "term");
+  std::atomic<int> next{0}, answered{0};
+  std::atomic<SteadyClock::rep> signal_at{0};  // 0 = not yet
+  std::mutex mu;
+  std::vector<std::string> errors;
+  auto client_loop = [&](bool keep_alive) {
+    const std::string scheme = wire == Wire::tls ? "https" : "http";
+    httplib::Client client(scheme + "://127.0.0.1:" + std::to_string(rx.port()));
+    client.enable_server_certificate_verification(false);  // a self-signed test certificate
+    client.set_keep_alive(keep_alive);
+    client.set_tcp_nodelay(true);
+    while (true) {
+      const auto i = static_cast<std::size_t>(next++);
+      if (i >= bodies.size()) return;
+      const auto sent = SteadyClock::now().time_since_epoch().count();
+      const auto res = post_event(client, "/", bodies[i], receiver_secret);
+      const auto signal_time = signal_at.load();
+      const bool before_signal = signal_time == 0 || sent < signal_time;
+      if (res && res->status == 200) {
+        ++answered;
+        continue;
+      }
+      if (before_signal) {
+        std::lock_guard lock(mu);
+        errors.push_back(res ? "status " + std::to_string(res->status)
+                             : "error " + httplib::to_string(res.error()));
+      }
+      if (signal_time != 0) return;  // the receiver is gone, as expected
+    }
+  };
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 6; ++t) clients.emplace_back(client_loop, t % 2 == 0);
+  REQUIRE(poll_until([&] { return answered.load() >= 300; }, 60s));
+  signal_at = SteadyClock::now().time_since_epoch().count();
+  rx.signal(SIGTERM);
+  const auto code = rx.wait_exit(30s);
+  for (auto& t : clients) t.join();
+  REQUIRE(code);
+  CHECK_MESSAGE(*code == 0, "receiver log: " << rx.stderr_text());
+  MESSAGE(answered.load() << " requests answered; " << errors.size()
+                          << " failed among those sent before SIGTERM");
+  for (const auto& e : errors) MESSAGE(e);
+  CHECK(errors.empty());
+  CHECK(rx.stderr_text().find("\"msg\":\"stopped\"") != std::string::npos);
 }
 
 }  // namespace
@@ -127,54 +183,10 @@ TEST_SUITE("receiver") {
   }
 
   TEST_CASE("SIGTERM under load answers every request sent before it and exits 0") {
-    TempDir dir;
-    auto args = receiver_args(dir);
-    args.insert(args.end(), {"--sink", "file:" + (dir / "events.ndjson").string()});
-    ReceiverProcess rx(args);
-    REQUIRE(rx.wait_listening());
-
-    const auto bodies = lead_bodies(20000, "term");
-    std::atomic<int> next{0}, answered{0};
-    std::atomic<SteadyClock::rep> signal_at{0};  // 0 = not yet
-    std::mutex mu;
-    std::vector<std::string> errors;
-    auto client_loop = [&](bool keep_alive) {
-      httplib::Client client("127.0.0.1", rx.port());
-      client.set_keep_alive(keep_alive);
-      client.set_tcp_nodelay(true);
-      while (true) {
-        const auto i = static_cast<std::size_t>(next++);
-        if (i >= bodies.size()) return;
-        const auto sent = SteadyClock::now().time_since_epoch().count();
-        const auto res = post_event(client, "/", bodies[i], receiver_secret);
-        const auto signal_time = signal_at.load();
-        const bool before_signal = signal_time == 0 || sent < signal_time;
-        if (res && res->status == 200) {
-          ++answered;
-          continue;
-        }
-        if (before_signal) {
-          std::lock_guard lock(mu);
-          errors.push_back(res ? "status " + std::to_string(res->status)
-                               : "error " + httplib::to_string(res.error()));
-        }
-        if (signal_time != 0) return;  // the receiver is gone, as expected
-      }
-    };
-    std::vector<std::thread> clients;
-    for (int t = 0; t < 6; ++t) clients.emplace_back(client_loop, t % 2 == 0);
-    REQUIRE(poll_until([&] { return answered.load() >= 300; }, 60s));
-    signal_at = SteadyClock::now().time_since_epoch().count();
-    rx.signal(SIGTERM);
-    const auto code = rx.wait_exit(30s);
-    for (auto& t : clients) t.join();
-    REQUIRE(code);
-    CHECK_MESSAGE(*code == 0, "receiver log: " << rx.stderr_text());
-    MESSAGE(answered.load() << " requests answered; " << errors.size()
-                            << " failed among those sent before SIGTERM");
-    for (const auto& e : errors) MESSAGE(e);
-    CHECK(errors.empty());
-    CHECK(rx.stderr_text().find("\"msg\":\"stopped\"") != std::string::npos);
+    sigterm_under_load(Wire::plain);
+  }
+  TEST_CASE("SIGTERM under an HTTPS load answers every request sent before it and exits 0") {
+    sigterm_under_load(Wire::tls);
   }
 }
 

@@ -148,6 +148,7 @@ const std::vector<Key>& receiver_keys() {
       {"path", Kind::scalar, "URL path Tiledesk posts to (default /)"},
       {"tls_cert", Kind::scalar, "TLS certificate chain (PEM); with --tls-key serves HTTPS"},
       {"tls_key", Kind::scalar, "TLS private key (PEM)"},
+      {"tls_min_version", Kind::scalar, "lowest TLS version accepted: 1.2 or 1.3 (default 1.2)"},
       {"no_verify", Kind::flag, "accept unauthenticated events (local development only)"},
       {"max_body", Kind::scalar, "largest accepted body (default 8MiB)"},
       {"read_timeout", Kind::scalar,
@@ -321,6 +322,12 @@ Status apply_receiver_key(const std::string& key, const Setting& s, Config& c, S
   }
   if (key == "tls_cert") return c.tls_cert = s.value(), Status(Ok{});
   if (key == "tls_key") return c.tls_key = s.value(), Status(Ok{});
+  if (key == "tls_min_version") {
+    auto version = parse_tls_version(s.value());
+    if (!version) return bad(s, "expected 1.2 or 1.3");
+    c.tls_min_version = *version;
+    return Ok{};
+  }
   if (key == "no_verify") return to_bool(s, c.no_verify);
   if (key == "keep_token") return to_bool(s, c.keep_token);
   if (key == "max_body") return to_size(s, c.max_body);
@@ -642,6 +649,10 @@ Status build(CLI::App& app, const std::map<std::string, std::vector<std::string>
   }
   if (config.tls_cert.empty() != config.tls_key.empty()) {
     problems.push_back("--tls-cert and --tls-key go together");
+  }
+  if (config.tls_cert.empty() && settings.count("tls_min_version") != 0) {
+    problems.push_back(
+        bad(settings.at("tls_min_version"), "needs --tls-cert and --tls-key").detail);
   }
   if (problems.empty()) return Ok{};
   std::string all;

@@ -17,6 +17,7 @@
 #include "base/log.hpp"
 #include "config/key_options.hpp"
 #include "delivery/dispatcher.hpp"
+#include "http/tls.hpp"
 #include "store/store.hpp"
 #include "tdhook/pattern.hpp"
 #include "tdhook/result.hpp"
@@ -35,6 +36,7 @@ struct Config {
   int port = 8080;  // 0 = any free port
   std::string path = "/";
   std::string tls_cert, tls_key;
+  TlsVersion tls_min_version = TlsVersion::tls1_2;
   KeyOptions keys;
   bool no_verify = false;
   std::uint64_t max_body = 8 * 1024 * 1024;

@@ -78,6 +78,7 @@ enum class Phase {
 struct Connection {
   int fd = -1;
   std::uint64_t id = 0;
+  std::unique_ptr<Transport> io;  // plain TCP or TLS
   std::string remote;
   Phase phase = Phase::head;
   std::string in;  // received, not yet consumed
@@ -85,6 +86,7 @@ struct Connection {
   std::optional<ChunkedDecoder> chunked;
   std::string out;
   std::size_t out_pos = 0;
+  std::string interim;  // 100 Continue not yet written; goes out before the answer
   bool close_after_write = false;
   bool peer_closed = false;            // read EOF: answer what was sent, then close
   bool served = false;                 // at least one answer written
@@ -94,6 +96,8 @@ struct Connection {
   bool keep_alive = true;              // of the current request
   bool reading = true;                 // EPOLLIN registered
   bool want_write = false;             // EPOLLOUT registered
+  bool read_wants_write = false;       // TLS: a read (the handshake) waits for writability
+  bool write_wants_read = false;       // TLS: a write waits for readability
   Clock::time_point deadline;
   std::size_t lingered = 0;
 };
@@ -302,8 +306,23 @@ class EventLoop {
       c->fd = fd;
       c->id = s_.next_id.fetch_add(1);
       c->remote = peer_address(addr);
-      // A new connection gets a little longer than a read timeout to send its first request.
-      c->deadline = Clock::now() + s_.options.read_timeout + std::chrono::seconds(1);
+      if (s_.options.tls) {
+        const auto context = s_.options.tls();
+        if (context) c->io = context->accept(fd);
+        if (!c->io) {
+          s_.open.fetch_sub(1);
+          ::close(fd);
+          continue;
+        }
+        // The handshake and the first request head share one read timeout, counted from
+        // here: a client that dribbles its ClientHello is closed like a slowloris head.
+        c->head_started = true;
+        c->deadline = Clock::now() + s_.options.read_timeout;
+      } else {
+        c->io = std::make_unique<PlainTransport>(fd);
+        // A new connection gets a little longer than a read timeout to send its first request.
+        c->deadline = Clock::now() + s_.options.read_timeout + std::chrono::seconds(1);
+      }
       epoll_event ev{};
       ev.events = EPOLLIN | EPOLLRDHUP;
       ev.data.fd = fd;
@@ -335,6 +354,7 @@ class EventLoop {
       set_interest(*it->second, false, false);
       return;
     }
+    it->second->io->close_notify();
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
     ::close(fd);
     conns_.erase(it);
@@ -354,22 +374,42 @@ class EventLoop {
   void on_event(int fd, std::uint32_t events) {
     Connection* c = find(fd);
     if (c == nullptr) return;
-    if ((events & EPOLLOUT) != 0u && c->phase == Phase::writing) {
+    if ((events & EPOLLOUT) != 0u) {
+      if (c->read_wants_write) {
+        c->read_wants_write = false;
+        set_interest(*c, c->reading, c->phase == Phase::writing || !c->interim.empty());
+        on_readable(*c);
+        c = find(fd);
+        if (c == nullptr) return;
+      }
+      if (!c->interim.empty() && c->phase != Phase::writing) send_interim(*c);
+      if (c->phase == Phase::writing) {
+        if (!flush(*c)) return;
+        c = find(fd);
+        if (c == nullptr) return;
+      }
+    }
+    if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) == 0u) return;
+    if (c->write_wants_read && c->phase == Phase::writing) {
+      c->write_wants_read = false;
       if (!flush(*c)) return;
       c = find(fd);
       if (c == nullptr) return;
     }
-    if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0u && c->reading) {
-      on_readable(*c);
-    }
+    if (c->reading) on_readable(*c);
   }
 
   void on_readable(Connection& c) {
     const int fd = c.fd;
     if (c.phase == Phase::lingering) return linger(c);
-    const auto n = ::recv(fd, scratch_.data(), scratch_.size(), 0);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-    if (n <= 0) {
+    const auto got = c.io->read(scratch_.data(), scratch_.size());
+    if (got.status == IoStatus::want_read) return;
+    if (got.status == IoStatus::want_write) {
+      c.read_wants_write = true;
+      set_interest(c, c.reading, true);
+      return;
+    }
+    if (got.status != IoStatus::done) {
       // EOF or reset. A request with the handler or being written still gets its answer
       // (a client may half-close after sending); otherwise the connection is done.
       c.peer_closed = true;
@@ -379,7 +419,7 @@ class EventLoop {
       }
       return close_connection(fd);
     }
-    c.in.append(scratch_.data(), static_cast<std::size_t>(n));
+    c.in.append(scratch_.data(), got.bytes);
     if (c.phase == Phase::busy || c.phase == Phase::writing) {
       if (c.in.size() > max_buffered_while_busy) set_interest(c, false, c.want_write);
       return;
@@ -434,8 +474,8 @@ class EventLoop {
           std::min<std::uint64_t>(c.request.head.content_length, read_chunk)));
     }
     if (c.request.head.expect_continue && has_body && c.in.empty()) {
-      const std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
-      [[maybe_unused]] const auto n = ::send(c.fd, cont.data(), cont.size(), MSG_NOSIGNAL);
+      c.interim = "HTTP/1.1 100 Continue\r\n\r\n";
+      send_interim(c);
     }
     c.phase = Phase::body;
     c.deadline = Clock::now() + s_.options.read_timeout;
@@ -505,6 +545,11 @@ class EventLoop {
     c.close_after_write = response.close;
     c.lingering_after_write = body_unread;
     c.out = serialize_response(response, c.head_only);
+    if (!c.interim.empty()) {
+      // What is left of a 100 Continue goes first (over TLS: the record already made).
+      c.out.insert(0, c.interim);
+      c.interim.clear();
+    }
     c.out_pos = 0;
     c.phase = Phase::writing;
     c.deadline = Clock::now() + s_.options.write_timeout;
@@ -519,21 +564,41 @@ class EventLoop {
     answer(c, std::move(response), true);
   }
 
+  // Writes an interim answer (100 Continue) while the body is read; what the socket does not
+  // take now goes out on writability, or before the answer.
+  void send_interim(Connection& c) {
+    while (!c.interim.empty()) {
+      const auto put = c.io->write(c.interim.data(), c.interim.size());
+      if (put.status == IoStatus::done) {
+        c.interim.erase(0, put.bytes);
+        continue;
+      }
+      if (put.status == IoStatus::want_write) set_interest(c, c.reading, true);
+      if (put.status == IoStatus::closed || put.status == IoStatus::failed) c.interim.clear();
+      return;  // want_read: left for the answer
+    }
+    if (c.want_write && !c.read_wants_write) set_interest(c, c.reading, false);
+  }
+
   // Writes pending output. False when the connection was closed.
   bool flush(Connection& c) {
     const int fd = c.fd;
     while (c.out_pos < c.out.size()) {
-      const auto n = ::send(fd, c.out.data() + c.out_pos, c.out.size() - c.out_pos, MSG_NOSIGNAL);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) {
-          set_interest(c, c.reading, true);
-          return true;
-        }
+      const auto put = c.io->write(c.out.data() + c.out_pos, c.out.size() - c.out_pos);
+      if (put.status == IoStatus::want_write) {
+        set_interest(c, c.reading, true);
+        return true;
+      }
+      if (put.status == IoStatus::want_read) {
+        c.write_wants_read = true;
+        set_interest(c, true, false);
+        return true;
+      }
+      if (put.status != IoStatus::done) {
         close_connection(fd);
         return false;
       }
-      c.out_pos += static_cast<std::size_t>(n);
+      c.out_pos += put.bytes;
       c.deadline = Clock::now() + s_.options.write_timeout;
     }
     c.out.clear();
@@ -556,7 +621,7 @@ class EventLoop {
   }
 
   void start_linger(Connection& c) {
-    ::shutdown(c.fd, SHUT_WR);
+    c.io->shutdown_write();
     c.phase = Phase::lingering;
     c.lingered = 0;
     c.in.clear();
@@ -564,6 +629,7 @@ class EventLoop {
     set_interest(c, true, false);
   }
 
+  // Drops what still comes (over TLS, without decrypting it).
   void linger(Connection& c) {
     const auto n = ::recv(c.fd, scratch_.data(), scratch_.size(), 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;

@@ -1,7 +1,11 @@
 #pragma once
-// The receiver's plain-HTTP front end: a few epoll threads (one per core by default) own the
-// connections: each accepts, reads, parses, enforces limits and timeouts, runs the handler on
-// complete requests and writes the answers. The handler answers at once (a refusal) or later,
+// The receiver's HTTP front end, plain or over TLS: a few epoll threads (one per core by default)
+// own the connections: each accepts, reads, parses, enforces limits and timeouts, runs the
+// handler on complete requests and writes the answers. Reads and writes go through a Transport
+// (transport.hpp): plain TCP, or TLS (tls.hpp) when the options give a TLS context; everything
+// else (the parser, the limits, the timeouts, the connection cap, the drain) is the same for both.
+// Over TLS the handshake happens in the connection's first reads and counts inside the first
+// request's read timeout. The handler answers at once (a refusal) or later,
 // from any thread (after the spool's group commit); blocking work (reply commands) goes to a
 // pool of worker threads (run_blocking).
 //
@@ -27,6 +31,7 @@
 #include <vector>
 
 #include "http/http_parser.hpp"
+#include "http/tls.hpp"
 #include "tdhook/result.hpp"
 
 namespace tdhook::receiver {
@@ -75,6 +80,9 @@ struct HttpLoopOptions {
   std::size_t workers = 16;             // threads of run_blocking
   std::size_t max_connections = 10000;  // beyond: accepted and closed at once
   int backlog = 4096;
+  // HTTPS: the context for a new connection, asked once per accept (a SIGHUP may swap it; a
+  // connection keeps the one it started with). Empty: plain HTTP.
+  std::function<std::shared_ptr<const TlsContext>()> tls;
 };
 
 class HttpLoop {

@@ -3,12 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
-#include <charconv>
 #include <chrono>
-#include <future>
-#include <thread>
-
-#include <httplib.h>
 
 #include "delivery/dispatcher.hpp"
 #include "http/http_loop.hpp"
@@ -56,8 +51,8 @@ using Observation = std::shared_ptr<ObservedRequest>;
 
 }  // namespace
 
-// The receiver's request handling, independent of the transport: the event loop (plain HTTP)
-// and cpp-httplib's TLS server both call on_head() and handle().
+// The receiver's request handling, independent of the transport: the event loop calls on_head()
+// and handle() for plain HTTP and HTTPS alike.
 struct HttpServer::Impl final : HttpHandler {
   const Config& config;
   const LiveSettings& live;
@@ -66,14 +61,12 @@ struct HttpServer::Impl final : HttpHandler {
   Metrics& metrics;
   const Logger& log;
   RequestObserver* observer;
-  std::vector<std::string> forward_sinks;   // names of the forward: sinks (they need the original)
-  DedupCache recent;                        // keys committed lately (retries answered inline)
-  std::unique_ptr<SpoolWriter> writer;      // group commit for both transports
-  std::unique_ptr<HttpLoop> loop;           // plain HTTP
-  std::unique_ptr<httplib::SSLServer> tls;  // HTTPS (cpp-httplib's own connection loop)
+  std::vector<std::string> forward_sinks;  // names of the forward: sinks (they need the original)
+  DedupCache recent;                       // keys committed lately (retries answered inline)
+  std::unique_ptr<SpoolWriter> writer;     // group commit
+  std::unique_ptr<HttpLoop> loop;          // plain HTTP or HTTPS
   int port = 0;
   std::atomic<bool> stop_requested{false};
-  std::atomic<int> run_state{0};  // 0 not started, 1 running, 2 returned
 
   explicit Impl(const ServerParts& p)
       : config(p.config),
@@ -95,7 +88,6 @@ struct HttpServer::Impl final : HttpHandler {
     // ended), so the loops must outlive the writer thread.
     writer.reset();
     loop.reset();
-    tls.reset();
   }
 
   HttpResponse answer(const RequestInfo& info, HttpOutcome outcome, std::string body,
@@ -375,10 +367,7 @@ struct HttpServer::Impl final : HttpHandler {
                                            event.hook().id, event.timestamp(), record});
       respond(answer({}, outcome, std::move(result.body)));
     };
-    if (loop) return loop->run_blocking(std::move(task));
-    // TLS: the request's httplib thread waits for the answer; the reply must not hold up the
-    // spool writer, whose thread this may be.
-    std::thread(std::move(task)).detach();
+    loop->run_blocking(std::move(task));
   }
 
   HttpResponse healthz(const RequestInfo& info) const {
@@ -404,114 +393,7 @@ struct HttpServer::Impl final : HttpHandler {
     return res;
   }
 
-  // --- TLS: cpp-httplib's server, adapted to the same handler ---------------------------------
-
-  static HttpRequestHead head_of(const httplib::Request& req) {
-    HttpRequestHead head;
-    head.method = req.method;
-    head.target = req.path;
-    head.minor_version = req.version == "HTTP/1.0" ? 0 : 1;
-    for (const auto& [name, value] : req.headers) head.fields.emplace_back(name, value);
-    head.chunked = req.get_header_value("Transfer-Encoding").find("chunked") != std::string::npos;
-    const auto length = req.get_header_value("Content-Length");
-    std::from_chars(length.data(), length.data() + length.size(), head.content_length);
-    return head;
-  }
-
-  static void apply(const HttpResponse& from, httplib::Response& to) {
-    to.status = from.status;
-    for (const auto& [name, value] : from.headers) to.set_header(name, value);
-    if (from.close) to.set_header("Connection", "close");
-    to.set_content(from.body, from.content_type);
-  }
-
-  Status setup_tls() {
-    tls = std::make_unique<httplib::SSLServer>(config.tls_cert.c_str(), config.tls_key.c_str());
-    auto& server = *tls;
-    if (!server.is_valid()) {
-      return Error{ErrorCode::invalid_config, "cannot load the TLS certificate " + config.tls_cert +
-                                                  " or key " + config.tls_key};
-    }
-    const auto threads = config.threads;
-    server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-    server.set_keep_alive_max_count(1000);
-    server.set_tcp_nodelay(true);
-    server.set_keep_alive_timeout(5);
-    const auto read = config.read_timeout.count(), write = config.write_timeout.count();
-    server.set_read_timeout(read / 1000, (read % 1000) * 1000);
-    server.set_write_timeout(write / 1000, (write % 1000) * 1000);
-    server.set_payload_max_length(static_cast<std::size_t>(config.max_body));
-    int listen_fd = -1;
-    server.set_socket_options([&listen_fd](socket_t fd) {
-      listen_fd = fd;
-      int yes = 1;
-      ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    });
-    server.set_expect_100_continue_handler([this](const httplib::Request& req,
-                                                  httplib::Response& res) {
-      const auto head = head_of(req);
-      if (head.content_length > config.max_body) {
-        apply(on_error(HttpError{413, outcomes::too_large.reason, "Content-Length > --max-body"},
-                       req.remote_addr),
-              res);
-        return 413;
-      }
-      return 100;
-    });
-    server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      auto head = head_of(req);
-      if (!head.chunked && head.content_length > config.max_body) {
-        apply(on_error(HttpError{413, outcomes::too_large.reason, "Content-Length > --max-body"},
-                       req.remote_addr),
-              res);
-        return httplib::Server::HandlerResponse::Handled;
-      }
-      if (auto early = on_head(head, req.remote_addr)) {
-        apply(*early, res);
-        return httplib::Server::HandlerResponse::Handled;
-      }
-      return httplib::Server::HandlerResponse::Unhandled;
-    });
-    server.Post(".*", [this](const httplib::Request& req, httplib::Response& res,
-                             const httplib::ContentReader& reader) {
-      HttpRequest request;
-      request.head = head_of(req);
-      request.remote = req.remote_addr;
-      bool too_large = false;
-      const bool ok = reader([&](const char* data, size_t size) {
-        if (request.body.size() + size > config.max_body) {
-          too_large = true;
-          return false;
-        }
-        request.body.append(data, size);
-        return true;
-      });
-      if (too_large || !ok) {
-        const HttpError error = too_large ? HttpError{413, outcomes::too_large.reason, ""}
-                                          : HttpError{400, outcomes::bad_request.reason, ""};
-        auto response = on_error(error, req.remote_addr);
-        response.close = true;
-        return apply(response, res);
-      }
-      std::promise<HttpResponse> answered;
-      auto future = answered.get_future();
-      handle(request, [&answered](HttpResponse r) { answered.set_value(std::move(r)); });
-      apply(future.get(), res);
-    });
-    const bool any_port = config.port == 0;
-    const int bound = any_port ? server.bind_to_any_port(config.host)
-                               : (server.bind_to_port(config.host, config.port) ? config.port : -1);
-    if (bound <= 0 || listen_fd < 0) {
-      return Error{ErrorCode::invalid_config, "cannot listen on " + config.host + ":" +
-                                                  std::to_string(config.port) +
-                                                  " (address in use or not available)"};
-    }
-    ::listen(listen_fd, 4096);  // httplib listens with a backlog of 5
-    port = bound;
-    return Ok{};
-  }
-
-  Status setup_plain() {
+  Status setup_loop() {
     HttpLoopOptions options;
     options.host = config.host;
     options.port = config.port;
@@ -520,6 +402,8 @@ struct HttpServer::Impl final : HttpHandler {
     options.write_timeout = config.write_timeout;
     options.workers = config.threads;
     options.max_connections = config.max_connections;
+    // HTTPS: each new connection takes the context of the settings in force (SIGHUP swaps it).
+    if (!config.tls_cert.empty()) options.tls = [this] { return live.get()->tls; };
     auto bound = HttpLoop::bind(options, *this);
     if (!bound) return std::move(bound).error();
     loop = std::move(*bound);
@@ -533,8 +417,7 @@ HttpServer::~HttpServer() = default;
 
 Result<std::unique_ptr<HttpServer>> HttpServer::start(const ServerParts& parts) {
   auto impl = std::make_unique<Impl>(parts);
-  auto st = parts.config.tls_cert.empty() ? impl->setup_plain() : impl->setup_tls();
-  if (!st) return std::move(st).error();
+  if (auto st = impl->setup_loop(); !st) return std::move(st).error();
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }
 
@@ -542,23 +425,13 @@ int HttpServer::port() const noexcept { return impl_->port; }
 
 bool HttpServer::run() {
   auto& impl = *impl_;
-  impl.run_state.store(1);
-  if (impl.stop_requested.load()) {
-    impl.run_state.store(2);
-    return true;
-  }
-  const bool ok = impl.loop ? impl.loop->run() : impl.tls->listen_after_bind();
-  impl.run_state.store(2);
-  return ok || impl.stop_requested.load();
+  if (impl.stop_requested.load()) return true;
+  return impl.loop->run() || impl.stop_requested.load();
 }
 
 void HttpServer::shutdown() {
-  auto& impl = *impl_;
-  impl.stop_requested.store(true);
-  if (impl.loop) return impl.loop->shutdown();
-  if (impl.run_state.load() == 0) return;  // run() will see stop_requested and not listen
-  while (impl.run_state.load() == 1 && !impl.tls->is_running()) std::this_thread::yield();
-  impl.tls->stop();
+  impl_->stop_requested.store(true);
+  impl_->loop->shutdown();
 }
 
 }  // namespace tdhook::receiver

@@ -1,8 +1,8 @@
 #pragma once
 // The HTTP front of tdhook-receiver: limits, verification, the --events filter, the event
-// record, the durable spool, synchronous replies, /healthz and /metrics. Plain HTTP is served by
-// the receiver's own event loop (http_loop.hpp); HTTPS by cpp-httplib's SSLServer, with the same
-// request handling.
+// record, the durable spool, synchronous replies, /healthz and /metrics. Plain HTTP and HTTPS are
+// served by the receiver's own event loop (http_loop.hpp), HTTPS with the TLS context of the
+// live settings (live.hpp), which SIGHUP may swap.
 //
 // Per POST on --path: Content-Length > --max-body -> 413 without reading the body;
 // Content-Type not application/json -> 415; Verifier::verify (or Event::parse with --no-verify)
@@ -39,7 +39,7 @@ struct ServerParts {
 class HttpServer {
  public:
   // Sets the server up and binds the listening socket (backlog 4096). invalid_config when the
-  // TLS files do not load or the address cannot be bound.
+  // address cannot be bound. (The TLS files were loaded into parts.live already.)
   static Result<std::unique_ptr<HttpServer>> start(const ServerParts& parts);
   ~HttpServer();
 
