@@ -627,21 +627,35 @@ TEST_SUITE("nats store originals") {
 }
 
 TEST_SUITE("delivery observer") {
+  // A report as seen: the dispatcher's views are valid during the call only.
+  struct Report {
+    std::string delivery_id, sink, event;
+    receiver::Attempt attempt;
+    std::string output;
+    bool dead = false;
+    std::int64_t next_attempt_at_ms = 0;
+  };
+
   // Collects what the dispatcher reports.
   class Recorder final : public receiver::DeliveryObserver {
    public:
     void on_attempt(const receiver::AttemptReport& report) noexcept override {
+      const auto& a = report.attempt;
       const std::lock_guard lock(mu_);
-      reports_.push_back(report);
+      reports_.push_back(Report{
+          std::string(report.delivery_id), std::string(report.sink), std::string(report.event),
+          receiver::Attempt{a.number, a.started_at_ms, a.finished_at_ms, a.ok,
+                            std::string(a.error)},
+          std::string(report.output), report.dead, report.next_attempt_at_ms});
     }
-    std::vector<receiver::AttemptReport> reports() const {
+    std::vector<Report> reports() const {
       const std::lock_guard lock(mu_);
       return reports_;
     }
 
    private:
     mutable std::mutex mu_;
-    std::vector<receiver::AttemptReport> reports_;
+    std::vector<Report> reports_;
   };
 
   TEST_CASE("every settled attempt is reported with the script's output tail, dead or not") {
@@ -661,7 +675,7 @@ TEST_SUITE("delivery observer") {
     REQUIRE(dispatcher.ok());
     REQUIRE(poll_until([&] { return recorder.reports().size() == 3; }));
     (*dispatcher)->stop();
-    std::vector<receiver::AttemptReport> fails, works;
+    std::vector<Report> fails, works;
     for (const auto& r : recorder.reports()) (r.sink == "fails" ? fails : works).push_back(r);
     REQUIRE(fails.size() == 2);
     REQUIRE(works.size() == 1);

@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
+#include <thread>
 
 #include "inspect/recorder.hpp"
 #include "inspect/views.hpp"
@@ -155,28 +157,37 @@ TEST_SUITE("inspector") {
     CHECK_FALSE(receiver::inspect::base64url_decode("ey+/"));
   }
 
-  TEST_CASE("inspector: the recorder keeps the last requests and their deliveries' progress") {
-    using namespace receiver::inspect;
-    Recorder recorder(3);
-    auto request = [](const std::string& delivery_id) {
+  // A stored request as the intake reports it: views into strings the test holds.
+  struct Reported {
+    std::string delivery_id;
+    std::vector<std::string> sinks{"a", "b"};
+    std::string body = std::string(100, 'x');
+    std::vector<std::pair<std::string, std::string>> headers{{"Content-Type", "application/json"}};
+
+    void to(receiver::RequestObserver& observer) const {
       receiver::ObservedRequest r;
       r.received_at_ms = 1000;
       r.method = "POST";
       r.target = "/";
-      r.status = 200;
-      r.reason = "stored";
-      r.delivery_id = delivery_id;
-      r.sinks = {"a", "b"};
-      r.body = std::string(100, 'x');
+      r.headers = headers;
+      r.sinks = sinks;
+      r.body = body;
       r.body_read = true;
-      return r;
-    };
+      r.event = "lead.create";
+      const auto ticket = observer.begin(r);
+      observer.settle(ticket, receiver::ObservedOutcome{200, "stored", {}, delivery_id});
+    }
+  };
+
+  TEST_CASE("inspector: the recorder keeps the last requests and their deliveries' progress") {
+    using namespace receiver::inspect;
+    Recorder recorder(3);
     auto attempt = [](const std::string& delivery_id, const std::string& sink, bool ok, bool dead) {
       receiver::AttemptReport report;
       report.delivery_id = delivery_id;
       report.sink = sink;
       report.received_at_ms = 1000;
-      report.attempt = receiver::Attempt{1, 1010, 1020, ok, ok ? "" : "exit status 3"};
+      report.attempt = receiver::ReportedAttempt{1, 1010, 1020, ok, ok ? "" : "exit status 3"};
       report.output = "the script said something";
       report.dead = dead;
       report.next_attempt_at_ms = dead ? 0 : 5000;
@@ -184,10 +195,11 @@ TEST_SUITE("inspector") {
     };
     // An attempt reported before its request (the dispatcher was quicker than the intake).
     recorder.on_attempt(attempt("d1", "a", true, false));
-    recorder.on_request(request("d1"));
-    recorder.flush();
+    Reported{"d1"}.to(recorder);
     auto first = recorder.get(1);
     REQUIRE(first);
+    CHECK(first->kept.request.delivery_id == "d1");
+    CHECK(first->kept.request.headers.at(0).second == "application/json");
     REQUIRE(first->progress.size() == 2);
     CHECK(first->progress[0].state == SinkState::delivered);
     CHECK(first->progress[0].latency_ms == 20);
@@ -200,28 +212,96 @@ TEST_SUITE("inspector") {
     recorder.on_attempt(attempt("d1", "b", false, true));
     CHECK(recorder.get(1)->progress[1].state == SinkState::dead);
     CHECK(recorder.find_stored("d1") == std::optional<std::uint64_t>(1));
-    // A reader holds the first request while the ring wraps: it keeps what it holds.
+    // A reader's copy of the first request outlives the ring's wrapping.
     const auto held = recorder.get(1);
-    for (int i = 2; i <= 5; ++i) recorder.on_request(request("d" + std::to_string(i)));
-    recorder.flush();
+    for (int i = 2; i <= 5; ++i) Reported{"d" + std::to_string(i)}.to(recorder);
     CHECK(recorder.newest() == 5);
     CHECK_FALSE(recorder.get(2));
     CHECK_FALSE(recorder.find_stored("d1"));
-    CHECK(held->kept->request.delivery_id == "d1");
-    const auto listed = recorder.requests_before(0);
+    CHECK(held->kept.request.delivery_id == "d1");
+    // The slot reused by request 4 starts with no progress of its own.
+    const auto four = recorder.get(4);
+    REQUIRE(four);
+    CHECK(four->kept.request.delivery_id == "d4");
+    REQUIRE(four->progress.size() == 2);
+    CHECK(four->progress[0].state == SinkState::pending);
+    CHECK(four->progress[1].history.empty());
+    const auto listed = recorder.requests_before(0, 100);
     REQUIRE(listed.size() == 3);
-    CHECK(listed[0].first == 5);
-    CHECK(listed[2].first == 3);
-    CHECK(recorder.requests_before(5).size() == 2);
+    CHECK(listed[0].id == 5);
+    CHECK(listed[2].id == 3);
+    CHECK(recorder.requests_before(5, 100).size() == 2);
+    CHECK(recorder.requests_before(0, 2).size() == 2);
+    // A summary's copy leaves out the body of a verified event.
+    CHECK(recorder.get(5, Recorder::Body::summary)->kept.request.body.empty());
     // A body over the kept size is cut; its size is remembered.
-    auto big = request("d6");
+    Reported big{"d6"};
     big.body = std::string(recorder.body_cap() + 10, 'y');
-    recorder.on_request(std::move(big));
-    recorder.flush();
+    big.to(recorder);
     const auto six = recorder.get(6);
     REQUIRE(six);
-    CHECK(six->kept->request.body.size() == recorder.body_cap());
-    CHECK(six->kept->body_size == recorder.body_cap() + 10);
+    CHECK(six->kept.request.body.size() == recorder.body_cap());
+    CHECK(six->kept.body_size == recorder.body_cap() + 10);
+    // A ticket of 0 (nothing kept) is settled without effect.
+    recorder.settle(0, receiver::ObservedOutcome{200, "stored", {}, "d7"});
+    CHECK(recorder.newest() == 6);
+    CHECK(recorder.dropped() == 0);
+  }
+
+  TEST_CASE("inspector: a request read while others are written is whole, its body its own") {
+    using namespace receiver::inspect;
+    constexpr std::size_t keep = 16;
+    Recorder recorder(keep);
+    // Each request's body, headers and sink name its delivery id; lengths vary, so that a slot's
+    // buffers are reused for larger and smaller requests.
+    auto writer = [&](int from) {
+      for (int i = 0; i < 20000; ++i) {
+        const auto id = "w" + std::to_string(from) + "-" + std::to_string(i);
+        Reported r{id};
+        r.body = "{\"id\":\"" + id + "\",\"pad\":\"" +
+                 std::string(static_cast<std::size_t>(i % 700), 'p') + "\"}";
+        r.headers = {{"X-Id", id}, {"Content-Length", std::to_string(r.body.size())}};
+        r.sinks = {"sink-" + id};
+        r.to(recorder);
+        receiver::AttemptReport report;
+        report.delivery_id = id;
+        report.sink = r.sinks[0];
+        report.attempt = receiver::ReportedAttempt{1, 1, 2, true, {}};
+        report.output = id;
+        recorder.on_attempt(report);
+      }
+    };
+    std::thread first(writer, 1), second(writer, 2);
+    std::size_t checked = 0, mismatched = 0;
+    auto whole = [&](const Snapshot& s) {
+      const auto& r = s.kept.request;
+      const auto& id = r.delivery_id;
+      const auto frame = id.size() + 18;  // {"id":"ID","pad":""}
+      bool ok = r.body.size() >= frame && r.body == "{\"id\":\"" + id + "\",\"pad\":\"" +
+                                                        std::string(r.body.size() - frame, 'p') +
+                                                        "\"}";
+      ok = ok && s.kept.body_size == r.body.size();
+      ok = ok && r.headers.size() == 2 && r.headers[0].second == id &&
+           r.headers[1].second == std::to_string(r.body.size());
+      ok = ok && r.sinks == std::vector<std::string>{"sink-" + id};
+      ok = ok && s.progress.size() == 1 && s.progress[0].sink == "sink-" + id;
+      if (ok && !s.progress[0].history.empty()) ok = s.progress[0].history[0].output == id;
+      ++checked;
+      if (!ok) ++mismatched;
+    };
+    while (recorder.newest() < 40000) {
+      const auto newest = recorder.newest();
+      for (std::uint64_t id = newest > keep ? newest - keep + 1 : 1; id <= newest; ++id) {
+        if (auto s = recorder.get(id)) whole(*s);
+      }
+      for (const auto& s : recorder.requests_before(0, keep)) whole(s);
+    }
+    first.join();
+    second.join();
+    CHECK(checked > 0);
+    CHECK(mismatched == 0);
+    CHECK(recorder.dropped() == 0);
+    CHECK(recorder.requests_before(0, 100).size() == keep);
   }
 
   TEST_CASE("inspector: stored, duplicate, filtered and refused requests; detail, raw, replay") {
@@ -418,6 +498,97 @@ TEST_SUITE("inspector") {
     const auto log = rx.stderr_text();
     CHECK(log.find(receiver_secret) == std::string::npos);
     CHECK(log.find(signature_of(good)) == std::string::npos);
+  }
+
+  TEST_CASE("inspector: past --inspect-keep the oldest go, the newest are listed in order") {
+    TempDir dir;
+    ReceiverProcess rx(inspected(dir, {"--inspect-keep", "5"}));
+    REQUIRE(rx.wait_listening());
+    REQUIRE(rx.wait_inspector());
+    httplib::Client receiver("127.0.0.1", rx.port());
+    httplib::Client api("127.0.0.1", rx.inspector_port());
+    const auto ts = epoch_ms();
+    std::vector<std::string> ids;
+    for (int i = 0; i < 8; ++i) {
+      const auto answer = post_event(
+          receiver, "/", sign_sample("lead.create", receiver_secret, ts + i), receiver_secret);
+      REQUIRE(answer);
+      REQUIRE(answer->status == 200);
+      ids.push_back(json::parse(answer->body).at("id"));
+    }
+    const auto list = get_json(api, "/api/requests");
+    CHECK(list.at("newest") == "8");
+    std::vector<std::string> numbers, kept_ids, evicted;
+    for (const auto& item : list.at("requests")) {
+      if (item.at("from_store") == true) {
+        evicted.push_back(item.at("delivery_id"));
+      } else {
+        numbers.push_back(item.at("id"));
+        kept_ids.push_back(item.at("delivery_id"));
+      }
+    }
+    // The last five in memory, newest first; the three before them only in the store.
+    CHECK(numbers == std::vector<std::string>{"8", "7", "6", "5", "4"});
+    CHECK(kept_ids == std::vector<std::string>{ids[7], ids[6], ids[5], ids[4], ids[3]});
+    // (From the store newest first by time, then by id: UUIDs of one millisecond are in no order.)
+    std::vector<std::string> oldest{ids[0], ids[1], ids[2]};
+    std::sort(oldest.begin(), oldest.end());
+    std::sort(evicted.begin(), evicted.end());
+    CHECK(evicted == oldest);
+    // The detail of a number no longer kept is a JSON 404; a kept one is its own request.
+    const auto gone = raw_get(rx.inspector_port(), "/api/requests/1");
+    expect_json_error(gone, 404, "an evicted request");
+    if (gone.status == 404) CHECK(body_of(gone).at("error") == "not_found");
+    const auto four = get_json(api, "/api/requests/4");
+    CHECK(four.at("summary").at("delivery_id") == ids[3]);
+    CHECK(four.at("request").at("available") == true);
+    // By its delivery id, an evicted stored event comes from the store.
+    const auto first = get_json(api, "/api/requests/" + ids[0]);
+    CHECK(first.at("summary").at("from_store") == true);
+  }
+
+  TEST_CASE("inspector: a detail read while requests pour in is one request's, body and all") {
+    TempDir dir;
+    ReceiverProcess rx(inspected(dir, {"--inspect-keep", "20"}));
+    REQUIRE(rx.wait_listening());
+    REQUIRE(rx.wait_inspector());
+    httplib::Client api("127.0.0.1", rx.inspector_port());
+    constexpr int total = 300;
+    std::atomic<int> posted{0};
+    std::thread poster([&] {
+      httplib::Client receiver("127.0.0.1", rx.port());
+      const auto ts = epoch_ms();
+      for (int i = 0; i < total; ++i) {
+        post_event(receiver, "/", sign_sample("lead.create", receiver_secret, ts + i),
+                   receiver_secret);
+        posted.fetch_add(1);
+      }
+    });
+    int details = 0;
+    while (posted.load() < total) {
+      const auto list = get_json(api, "/api/requests?limit=20");
+      for (const auto& item : list.at("requests")) {
+        if (item.at("from_store") == true) continue;
+        const std::string number = item.at("id");
+        const auto res = api.Get(("/api/requests/" + number).c_str());
+        REQUIRE(res);
+        if (res->status == 404) continue;  // evicted meanwhile
+        REQUIRE(res->status == 200);
+        const auto d = json::parse(res->body);
+        CHECK(d.at("id") == number);
+        CHECK(d.at("summary").at("id") == number);
+        // The body kept in memory and the record the store holds under the request's delivery id
+        // are the same event.
+        const auto body = json::parse(d.at("request").at("body").at("raw").get<std::string>());
+        const auto record = json::parse(d.at("record").get<std::string>());
+        CHECK(record.at("id") == d.at("summary").at("delivery_id"));
+        CHECK(body.at("timestamp") == record.at("timestamp"));
+        ++details;
+      }
+    }
+    poster.join();
+    CHECK(details > 0);
+    MESSAGE(details, " details read while ", total, " requests were posted");
   }
 
   TEST_CASE("inspector: bad input gets a JSON 4xx and the inspector stays up") {

@@ -348,13 +348,14 @@ class SinkRunner {
       r.sink = config_.name;
       r.event = o.delivery.event;
       r.received_at_ms = o.delivery.received_at_ms;
-      r.attempt = o.attempt;
+      r.attempt = ReportedAttempt{o.attempt.number, o.attempt.started_at_ms,
+                                  o.attempt.finished_at_ms, o.attempt.ok, o.attempt.error};
       r.output = outcome.output;
       r.dead = o.dead;
       r.next_attempt_at_ms = o.attempt.ok || o.dead ? 0 : o.next_attempt_at;
       observer_->on_attempt(r);
     } catch (const std::exception&) {
-      // Out of memory for the copy: the inspector misses this attempt; the delivery does not.
+      // Out of memory in the observer: the inspector misses this attempt; the delivery does not.
     }
   }
 

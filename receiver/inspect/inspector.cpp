@@ -36,6 +36,7 @@ constexpr int kThreads = kMaxStreams + 8;  // each stream holds a thread; the re
 constexpr std::size_t kMaxSessions = 64;
 constexpr std::size_t kMaxLimit = 1000;
 constexpr std::size_t kDefaultLimit = 100;
+constexpr std::size_t kListChunk = 64;  // kept requests copied at a time for the list
 constexpr std::size_t kMaxParam = 256;
 constexpr auto kHeartbeat = std::chrono::seconds(15);
 constexpr auto kPace = std::chrono::milliseconds(100);
@@ -435,8 +436,7 @@ struct Inspector::Impl {
     return reason == wanted;
   }
 
-  static bool text_matches(std::string_view text, const ObservedRequest& r,
-                           const EventNames& names) {
+  static bool text_matches(std::string_view text, const KeptRequest& r, const EventNames& names) {
     if (text.empty()) return true;
     for (std::string_view field :
          {std::string_view(names.event), std::string_view(names.project_id),
@@ -451,28 +451,32 @@ struct Inspector::Impl {
   void list(const httplib::Request& req, httplib::Response& res) {
     auto query = parse_list_query(req, res);
     if (!query) return;
-    recorder.flush();  // what the receiver answered so far, staged or not
     Json items = Json::array();
     std::size_t count = 0;
     std::int64_t until_ms = recorder.covered_since_ms();
     bool ring_exhausted = true;
-    // Kept in memory: newest first.
+    // Kept in memory: newest first, copied a few at a time (the copy holds up the receiver's
+    // requests, the JSON does not).
     if (!query->before || query->before->number != 0) {
-      const auto before = query->before ? query->before->number : 0;
-      for (const auto& [id, kept] : recorder.requests_before(before)) {
-        const auto& r = kept->request;
-        if (!outcome_matches(query->outcome, r.status, r.reason)) continue;
-        const auto names = names_of(r);
-        if (query->events && !query->events->matches(names.event)) continue;
-        if (!text_matches(query->text, r, names)) continue;
-        if (count == query->limit) {
-          ring_exhausted = false;
-          break;
-        }
-        if (auto snap = recorder.get(id)) {
-          items.push_back(summary(*snap));
+      const auto body = query->text.empty() ? Recorder::Body::summary : Recorder::Body::full;
+      auto before = query->before ? query->before->number : 0;
+      while (ring_exhausted) {
+        const auto chunk = recorder.requests_before(before, kListChunk, body);
+        if (chunk.empty()) break;
+        for (const auto& snap : chunk) {
+          const auto& r = snap.kept.request;
+          if (!outcome_matches(query->outcome, r.status, r.reason)) continue;
+          const auto names = names_of(r);
+          if (query->events && !query->events->matches(names.event)) continue;
+          if (!text_matches(query->text, r, names)) continue;
+          if (count == query->limit) {
+            ring_exhausted = false;
+            break;
+          }
+          items.push_back(summary(snap));
           ++count;
         }
+        before = chunk.back().id;
       }
     }
     // Stored events older than what memory covers.
@@ -522,7 +526,6 @@ struct Inspector::Impl {
   };
 
   std::optional<Found> find(const RequestId& id, httplib::Response& res) {
-    recorder.flush();
     Found f;
     if (id.number != 0) {
       f.snapshot = recorder.get(id.number);
@@ -532,9 +535,9 @@ struct Inspector::Impl {
                   " in memory (the inspector keeps the last --inspect-keep)");
         return std::nullopt;
       }
-      const auto& r = f.snapshot->kept->request;
+      const auto& r = f.snapshot->kept.request;
       if ((r.reason == "stored" || r.reason == "duplicate" ||
-           !f.snapshot->kept->replay_of.empty()) &&
+           !f.snapshot->kept.replay_of.empty()) &&
           !r.delivery_id.empty()) {
         f.delivery_id = r.delivery_id;
       }
@@ -575,8 +578,8 @@ struct Inspector::Impl {
     auto found = find(id, res);
     if (!found) return;
     std::optional<std::string> text;
-    if (found->snapshot && found->snapshot->kept->replay_of.empty()) {
-      text = raw_request(*found->snapshot->kept);
+    if (found->snapshot && found->snapshot->kept.replay_of.empty()) {
+      text = raw_request(found->snapshot->kept);
     } else if (found->details) {
       text = raw_original(found->details->original, options.view.path);
     }
@@ -594,7 +597,7 @@ struct Inspector::Impl {
     auto found = find(id, res);
     if (!found) return;
     if (found->delivery_id.empty()) {
-      const auto& r = found->snapshot->kept->request;
+      const auto& r = found->snapshot->kept.request;
       return error(res, 409, "not_stored",
                    "only a stored event can be replayed: this request was " +
                        std::string(outcome_of(r.status, r.reason)) + " (" + r.reason + ")");
@@ -646,14 +649,12 @@ struct Inspector::Impl {
     ObservedRequest observed;
     observed.received_at_ms = event.received_at_ms;
     observed.remote = "inspector";
-    observed.status = 200;
-    observed.reason = "stored";
-    observed.detail = "replay of " + found->delivery_id;
-    observed.delivery_id = event.delivery_id;
     observed.event = event.event;
     observed.project_id = event.project_id;
     observed.sinks = sinks;
-    const auto number = recorder.add_replay(std::move(observed), found->delivery_id);
+    const auto detail = "replay of " + found->delivery_id;
+    const auto number = recorder.add_replay(
+        observed, ObservedOutcome{200, "stored", detail, event.delivery_id}, found->delivery_id);
     log.info("inspector: replay stored", LogFields()
                                              .add("id", event.delivery_id)
                                              .add("replay_of", found->delivery_id)
@@ -710,10 +711,12 @@ struct Inspector::Impl {
       }
       if (changes.gap) out += "event: reset\ndata: {}\n\n";
       for (const auto id : changes.added) {
-        if (auto snap = recorder.get(id)) out += event_text("request", *snap);
+        if (auto snap = recorder.get(id, Recorder::Body::summary))
+          out += event_text("request", *snap);
       }
       for (const auto id : changes.updated) {
-        if (auto snap = recorder.get(id)) out += event_text("update", *snap);
+        if (auto snap = recorder.get(id, Recorder::Body::summary))
+          out += event_text("update", *snap);
       }
       if (out.empty() && Clock::now() >= s.heartbeat_due) out = ": heartbeat\n\n";
     }

@@ -532,7 +532,7 @@ std::string body_without_token(std::string_view body) {
   return out;
 }
 
-EventNames names_of(const ObservedRequest& r) {
+EventNames names_of(const KeptRequest& r) {
   EventNames out{r.event, r.project_id, false};
   if (out.event.empty() && r.body_read && !r.body.empty() && r.body.size() <= kClaimedBodyLimit) {
     // A refused request: what its body claims to be (not verified).
@@ -549,7 +549,7 @@ EventNames names_of(const ObservedRequest& r) {
 }
 
 Json summary(const Snapshot& snapshot) {
-  const auto& kept = *snapshot.kept;
+  const auto& kept = snapshot.kept;
   const auto& r = kept.request;
   Json out;
   out["id"] = std::to_string(snapshot.id);
@@ -615,7 +615,7 @@ Json store_summary(const std::vector<DeliveryInfo>& rows) {
 Json detail(const Snapshot* snapshot, const Details* stored, std::string_view store_error,
             const ViewContext& context) {
   Json out;
-  const Kept* kept = snapshot != nullptr ? snapshot->kept.get() : nullptr;
+  const Kept* kept = snapshot != nullptr ? &snapshot->kept : nullptr;
   const int status = kept != nullptr ? kept->request.status : 200;
   const std::string reason = kept != nullptr ? kept->request.reason : "stored";
   Json envelope;  // the body (or the stored record) as JSON, for the token and the copies

@@ -59,7 +59,7 @@ struct EventNames {
   std::string event, project_id;
   bool claimed = false;  // read from a body that was not verified
 };
-EventNames names_of(const ObservedRequest& request);
+EventNames names_of(const KeptRequest& request);
 
 // A kept request's summary: the list's row and the Server-Sent Events' data.
 Json summary(const Snapshot& snapshot);

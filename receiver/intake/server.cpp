@@ -44,11 +44,6 @@ struct RequestInfo {
   std::string_view method, path, remote;
 };
 
-// A request on its way to the observer (null when there is none): filled as it is handled,
-// handed over once with its outcome. Shared, not unique: the store's completion callbacks are
-// std::function, which must be copyable.
-using Observation = std::shared_ptr<ObservedRequest>;
-
 }  // namespace
 
 // The receiver's request handling, independent of the transport: the event loop calls on_head()
@@ -111,53 +106,42 @@ struct HttpServer::Impl final : HttpHandler {
   }
 
   // --- the observer (inspector) --------------------------------------------------------------
+  // The observer copies what it keeps from views into the request: nothing is moved out of it
+  // or allocated for it here.
 
   // A request refused from its head alone (404, 405) or before it (400, 413 from the parser).
-  Observation observe(std::string_view remote, const HttpRequestHead* head) const {
-    if (observer == nullptr) return nullptr;
-    auto o = std::make_shared<ObservedRequest>();
-    o->received_at_ms = now_ms();
-    o->remote = std::string(remote);
+  static ObservedRequest seen(std::string_view remote, const HttpRequestHead* head) {
+    ObservedRequest o;
+    o.received_at_ms = now_ms();
+    o.remote = remote;
     if (head != nullptr) {
-      o->method = head->method;
-      o->target = head->target;
-      o->headers = head->fields;
+      o.method = head->method;
+      o.target = head->target;
+      o.headers = head->fields;
     }
     return o;
   }
 
-  // A request whose body was read. Its fields and body are moved, not copied (the hot path pays
-  // for the inspector only with this): call it once they are no longer needed here. The event
-  // loop discards a request once handle() returns; the views in RequestInfo (method, path,
-  // remote) are left alone.
-  Observation observe(HttpRequest& request) const {
-    if (observer == nullptr) return nullptr;
-    auto o = observe(request.remote, nullptr);
-    o->method = request.head.method;
-    o->target = request.head.target;
-    o->headers = std::move(request.head.fields);
-    o->body = std::move(request.body);
-    o->body_read = true;
+  // A request whose body was read.
+  static ObservedRequest seen(const HttpRequest& request) {
+    auto o = seen(request.remote, &request.head);
+    o.body = request.body;
+    o.body_read = true;
     return o;
   }
 
-  void report(Observation& o, HttpOutcome outcome, std::string_view detail = {}) const {
-    if (!o) return;
-    o->status = outcome.status;
-    o->reason = std::string(outcome.reason);
-    o->detail = std::string(detail);
-    observer->on_request(std::move(*o));
-    o.reset();
+  // A verified request: what its envelope says as well (`event` must outlive the report).
+  static ObservedRequest seen(const HttpRequest& request, const Event& event) {
+    auto o = seen(request);
+    o.event = event.name();
+    o.project_id = event.hook().project_id;
+    return o;
   }
 
-  // A verified request: what its envelope says as well.
-  Observation observe(HttpRequest& request, const Event& event) const {
-    auto o = observe(request);
-    if (o) {
-      o->event = event.name();
-      o->project_id = event.hook().project_id;
-    }
-    return o;
+  void report(const ObservedRequest& request, HttpOutcome outcome, std::string_view detail = {},
+              std::string_view delivery_id = {}) const {
+    observer->on_request(request,
+                         ObservedOutcome{outcome.status, outcome.reason, detail, delivery_id});
   }
 
   // --- HttpHandler -------------------------------------------------------------------------
@@ -177,13 +161,15 @@ struct HttpServer::Impl final : HttpHandler {
       return res;
     }
     if (path != config.path) {
-      auto o = ops ? nullptr : observe(remote, &head);
-      report(o, outcomes::not_found, "no receiver at this path (--path is " + config.path + ")");
+      if (observer != nullptr && !ops) {
+        report(seen(remote, &head), outcomes::not_found,
+               "no receiver at this path (--path is " + config.path + ")");
+      }
       return answer(info, outcomes::not_found, error_body(outcomes::not_found.reason));
     }
     if (head.method != "POST") {
-      auto o = observe(remote, &head);
-      report(o, outcomes::method_not_allowed, "Tiledesk sends POST");
+      if (observer != nullptr)
+        report(seen(remote, &head), outcomes::method_not_allowed, "Tiledesk sends POST");
       auto res = answer(info, outcomes::method_not_allowed,
                         error_body(outcomes::method_not_allowed.reason));
       res.headers.emplace_back("Allow", "POST");
@@ -193,8 +179,8 @@ struct HttpServer::Impl final : HttpHandler {
   }
 
   HttpResponse on_error(const HttpError& error, std::string_view remote) override {
-    auto o = observe(remote, nullptr);
-    report(o, HttpOutcome{error.status, error.reason}, error.detail);
+    if (observer != nullptr)
+      report(seen(remote, nullptr), HttpOutcome{error.status, error.reason}, error.detail);
     return answer(RequestInfo{{}, {}, remote}, HttpOutcome{error.status, error.reason},
                   error_body(error.reason), error.detail);
   }
@@ -205,8 +191,7 @@ struct HttpServer::Impl final : HttpHandler {
     const auto* content_type = head.find("Content-Type");
     if (content_type == nullptr || !is_json_content_type(*content_type)) {
       const std::string detail = "Content-Type: " + (content_type ? *content_type : std::string());
-      auto o = observe(request);
-      report(o, outcomes::unsupported_media_type, detail);
+      if (observer != nullptr) report(seen(request), outcomes::unsupported_media_type, detail);
       return respond(answer(info, outcomes::unsupported_media_type,
                             error_body(outcomes::unsupported_media_type.reason), detail));
     }
@@ -215,8 +200,7 @@ struct HttpServer::Impl final : HttpHandler {
     auto event = authenticate(*settings, head, request.body);
     if (!event) {
       const auto outcome = outcome_for(event.error().code);
-      auto o = observe(request);
-      report(o, outcome, event.error().detail);
+      if (observer != nullptr) report(seen(request), outcome, event.error().detail);
       return respond(answer(
           info, outcome,
           outcome.status == 401 ? std::string(unauthorized_body) : error_body(outcome.reason),
@@ -256,15 +240,17 @@ struct HttpServer::Impl final : HttpHandler {
     const auto* reply = replies.find(event.name());
     if (!settings.events.empty() && !settings.events.matches(event.name())) {
       log.debug("event filtered out", LogFields().add("event", event.name()));
-      auto o = observe(request, event);
-      report(o, outcomes::filtered, "not in --events (" + settings.events_text + ")");
+      if (observer != nullptr) {
+        report(seen(request, event), outcomes::filtered,
+               "not in --events (" + settings.events_text + ")");
+      }
       return finish(outcomes::filtered, R"({"ok":true,"stored":false})", std::move(event), reply,
                     {}, {}, std::move(respond));
     }
     auto sinks = sinks_for(event.name());
     if (sinks.empty()) {
-      auto o = observe(request, event);
-      report(o, outcomes::unrouted, "no sink's filter takes this event");
+      if (observer != nullptr)
+        report(seen(request, event), outcomes::unrouted, "no sink's filter takes this event");
       auto record = build_record(event, RecordOptions{new_delivery_id(), now_ms(),
                                                       verified_text(event), config.keep_token});
       return finish(outcomes::unrouted, R"({"ok":true,"stored":false})", std::move(event), reply,
@@ -274,9 +260,10 @@ struct HttpServer::Impl final : HttpHandler {
     item.received_at_ms = now_ms();
     item.dedup_key = dedup_key(event);
     if (auto first = recent.find(item.dedup_key, item.received_at_ms)) {
-      auto o = observe(request, event);
-      if (o) o->delivery_id = *first;
-      report(o, outcome_for(PutOutcome::duplicate), "a retry of an event stored lately");
+      if (observer != nullptr) {
+        report(seen(request, event), outcome_for(PutOutcome::duplicate),
+               "a retry of an event stored lately", *first);
+      }
       return answer_duplicate(std::move(*first), std::move(event), reply, std::move(respond));
     }
     item.delivery_id = new_delivery_id();
@@ -288,8 +275,14 @@ struct HttpServer::Impl final : HttpHandler {
       return std::find(forward_sinks.begin(), forward_sinks.end(), s) != forward_sinks.end();
     });
     if (forwarded) item.original = build_original(request.head.fields, request.body);
-    auto o = observe(request, event);
-    if (o) o->sinks = sinks;
+    // The observer copies the request now: the answer comes on the writer's thread, after the
+    // event loop has discarded the request.
+    RequestObserver::Ticket ticket = 0;
+    if (observer != nullptr) {
+      auto o = seen(request, event);
+      o.sinks = sinks;
+      ticket = observer->begin(o);
+    }
     item.sinks = std::move(sinks);
     item.record = build_record(event, RecordOptions{item.delivery_id, item.received_at_ms,
                                                     verified_text(event), config.keep_token});
@@ -303,11 +296,13 @@ struct HttpServer::Impl final : HttpHandler {
     const std::int64_t received_at = item.received_at_ms;
     writer->put(std::move(item), [this, remote = std::string(info.remote), event_name, reply,
                                   key = std::move(key), received_at, kept = std::move(kept),
-                                  record = std::move(record), o = std::move(o),
+                                  record = std::move(record), ticket,
                                   respond = std::move(respond)](PutResult put) mutable {
       const auto outcome = outcome_for(put.outcome);
-      if (o) o->delivery_id = put.delivery_id;
-      report(o, outcome, put.error);
+      if (observer != nullptr) {
+        observer->settle(
+            ticket, ObservedOutcome{outcome.status, outcome.reason, put.error, put.delivery_id});
+      }
       if (outcome.status != 200) {
         auto res = answer(RequestInfo{"POST", config.path, remote}, outcome,
                           error_body(outcome.reason), put.error);
