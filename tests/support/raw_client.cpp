@@ -21,12 +21,6 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
-int millis_until(SteadyClock::time_point deadline) {
-  const auto left =
-      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
-  return static_cast<int>(std::clamp<long long>(left.count(), 0, 60000));
-}
-
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return std::tolower(static_cast<unsigned char>(x)) ==
@@ -117,6 +111,12 @@ bool send_all(int fd, std::string_view data, SteadyClock::time_point deadline) {
     if (::poll(&p, 1, millis_until(deadline)) <= 0) return false;
   }
   return true;
+}
+
+int millis_until(SteadyClock::time_point deadline) {
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
+  return static_cast<int>(std::clamp<long long>(left.count(), 0, 60000));
 }
 
 int wait_readable(int fd, SteadyClock::time_point deadline) {

@@ -102,6 +102,8 @@ std::size_t raise_fd_limit(std::size_t want);
 // --- template definitions ---------------------------------------------------------------------
 
 int wait_readable(int fd, std::chrono::steady_clock::time_point deadline);
+// Milliseconds from now until `deadline`, for poll(): 0 when past, at most a minute.
+int millis_until(std::chrono::steady_clock::time_point deadline);
 
 template <class Done>
 ReadState read_until(int fd, std::string& text, std::chrono::steady_clock::time_point deadline,

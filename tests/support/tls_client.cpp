@@ -16,15 +16,9 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
-int ms_left(SteadyClock::time_point deadline) {
-  const auto left =
-      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
-  return static_cast<int>(std::clamp<long long>(left.count(), 0, 60000));
-}
-
 bool wait_conn(const Conn& conn, short events, SteadyClock::time_point deadline) {
   pollfd p{conn.fd(), events, 0};
-  return ::poll(&p, 1, ms_left(deadline)) == 1;
+  return ::poll(&p, 1, millis_until(deadline)) == 1;
 }
 
 }  // namespace
@@ -341,7 +335,7 @@ Burst burst(int port, Wire wire, const std::vector<std::string>& requests,
       index.push_back(i);
     }
     if (fds.empty()) break;
-    if (::poll(fds.data(), fds.size(), ms_left(deadline)) <= 0) continue;
+    if (::poll(fds.data(), fds.size(), millis_until(deadline)) <= 0) continue;
     for (std::size_t k = 0; k < fds.size(); ++k) {
       if (fds[k].revents == 0) continue;
       const auto i = index[k];
