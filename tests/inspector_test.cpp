@@ -17,6 +17,7 @@
 #include "inspect/recorder.hpp"
 #include "inspect/views.hpp"
 #include "support/files.hpp"
+#include "support/raw_client.hpp"
 #include "support/receiver_client.hpp"
 #include "support/receiver_process.hpp"
 
@@ -629,7 +630,7 @@ TEST_SUITE("inspector") {
     expect_json_error(raw_get(port, "/api/nope"), 404, "an unknown API path");
     expect_json_error(raw_get(port, "/nope"), 404, "an unknown page");
     expect_json_error(raw_get(port, "/api/requests", "X-Big: " + std::string(20000, 'h') + "\r\n"),
-                      400, "a huge header");
+                      431, "a huge header");
     expect_json_error(raw_exchange(port,
                                    "DELETE /api/requests/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                    "Connection: close\r\n\r\n"),
@@ -819,11 +820,84 @@ TEST_SUITE("inspector") {
     REQUIRE(post_event(receiver, "/", "{}", wrong_secret));
     REQUIRE(first.read_until("secret_mismatch", 10s, at));
 
-    // SIGTERM with two streams open: the receiver stops at once.
+    // SIGTERM with two streams open: each ends with its last chunk and the receiver stops at
+    // once.
+    CHECK(first.text().find("Transfer-Encoding: chunked") != std::string::npos);
     const auto started = std::chrono::steady_clock::now();
     rx.signal(SIGTERM);
+    for (auto* stream : {&first, &second}) {
+      CHECK_FALSE(stream->read_until("no such text", 5s));  // reads to the end
+      CHECK(stream->text().ends_with("\r\n0\r\n\r\n"));
+    }
     CHECK(rx.wait_exit(10s) == 0);
     CHECK(std::chrono::steady_clock::now() - started < 5s);
+  }
+
+  TEST_CASE("inspector: idle, slow and streaming clients do not hold up the page") {
+    TempDir dir;
+    raise_fd_limit(2048);
+    ReceiverProcess rx(inspected(dir, {}));
+    REQUIRE(rx.wait_listening());
+    REQUIRE(rx.wait_inspector());
+    const int port = rx.inspector_port();
+    const auto info = "GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+
+    // 300 connections that send nothing, 50 that send half a head, 32 event streams: the
+    // limit. (A server with a thread per connection stalls here.)
+    std::vector<RawSocket> idle, slow;
+    for (int i = 0; i < 300; ++i) idle.push_back(connect_to(port));
+    const auto slow_started = std::chrono::steady_clock::now();
+    for (int i = 0; i < 50; ++i) {
+      slow.push_back(connect_to(port));
+      REQUIRE(slow.back().valid());
+      REQUIRE(send_all(slow.back().fd(), "GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+                       std::chrono::steady_clock::now() + 2s));
+    }
+    std::vector<std::unique_ptr<EventStream>> streams;
+    for (int i = 0; i < 32; ++i) {
+      streams.push_back(std::make_unique<EventStream>(port));
+      REQUIRE(streams.back()->connected());
+      REQUIRE(streams.back()->read_until("event: hello", 5s));
+    }
+    const auto answered = exchange(port, info, 2s);
+    CHECK_MESSAGE(answered.status == 200, answered.text.substr(0, 200));
+    CHECK(answered.elapsed < 1s);
+
+    // The 33rd stream is refused; once ten streams are closed, new ones are served at once.
+    const auto refused = exchange(port,
+                                  "GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                  "Connection: close\r\n\r\n",
+                                  2s);
+    CHECK(refused.status == 503);
+    CHECK(refused.text.find("too_many_streams") != std::string::npos);
+    streams.resize(22);
+    bool reopened = false;
+    for (int attempt = 0; attempt < 50 && !reopened; ++attempt) {
+      // The receiver sees the closes as they come: poll until a place is free.
+      auto next = std::make_unique<EventStream>(port);
+      reopened = next->read_until("event: hello", 2s);
+      if (reopened) streams.push_back(std::move(next));
+    }
+    CHECK(reopened);
+
+    // Every stream gets a new request.
+    httplib::Client receiver("127.0.0.1", rx.port());
+    const auto posted = post_event(
+        receiver, "/", sign_sample("lead.create", receiver_secret, epoch_ms()), receiver_secret);
+    REQUIRE(posted);
+    const std::string id = json::parse(posted->body).at("id");
+    for (auto& stream : streams) CHECK(stream->read_until(id, 10s));
+
+    // The half heads are answered 408 at the read timeout (5 s) and closed.
+    for (auto& socket : slow) {
+      std::string text;
+      const auto end = read_until(socket.fd(), text, slow_started + 10s,
+                                  [](const std::string& t) { return has_complete_response(t); });
+      CHECK(status_of(text) == 408);
+      CHECK(end != ReadState::reset);
+    }
+    CHECK(std::chrono::steady_clock::now() - slow_started >= 4s);
+    CHECK(exchange(port, info, 2s).status == 200);
   }
 }
 

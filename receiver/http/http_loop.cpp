@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <limits>
@@ -73,6 +74,7 @@ enum class Phase {
   busy,       // the request is with a worker
   writing,    // an answer is being written
   lingering,  // answered without reading the body: dropping what still comes, then close
+  streaming,  // a ResponseStream's chunks are written as they come; closed when it ends
 };
 
 struct Connection {
@@ -100,7 +102,16 @@ struct Connection {
   bool write_wants_read = false;       // TLS: a write waits for readability
   Clock::time_point deadline;
   std::size_t lingered = 0;
+  std::shared_ptr<ResponseStream> stream;  // Phase::streaming
+  bool stream_ended = false;               // its last chunk is in `out`: close once written
 };
+
+// Whether the connection has bytes of an answer to write.
+bool has_output(const Connection& c) {
+  return c.phase == Phase::writing || (c.phase == Phase::streaming && c.out_pos < c.out.size());
+}
+
+constexpr std::string_view last_chunk = "0\r\n\r\n";
 
 struct Completion {
   int fd;
@@ -119,9 +130,13 @@ std::string serialize_response(const HttpResponse& response, bool head_only) {
   out += status_text(response.status);
   out += "\r\nContent-Type: ";
   out += response.content_type;
-  out += "\r\nContent-Length: ";
-  out += std::to_string(response.body.size());
-  out += "\r\n";
+  if (response.stream) {
+    out += "\r\nTransfer-Encoding: chunked\r\n";
+  } else {
+    out += "\r\nContent-Length: ";
+    out += std::to_string(response.body.size());
+    out += "\r\n";
+  }
   for (const auto& [name, value] : response.headers) {
     out += name;
     out += ": ";
@@ -130,8 +145,81 @@ std::string serialize_response(const HttpResponse& response, bool head_only) {
   }
   if (response.close) out += "Connection: close\r\n";
   out += "\r\n";
-  if (!head_only) out += response.body;
+  if (head_only) return out;
+  if (!response.stream) {
+    out += response.body;
+  } else if (!response.body.empty()) {
+    char size[20];
+    out.append(size, static_cast<std::size_t>(
+                         std::snprintf(size, sizeof size, "%zx\r\n", response.body.size())));
+    out += response.body;
+    out += "\r\n";
+  }
   return out;
+}
+
+bool ResponseStream::write(std::string_view data) {
+  std::function<void()> notify;
+  bool ok = true;
+  {
+    std::lock_guard lock(mu_);
+    if (ended_ || detached_) return false;
+    if (data.empty()) return true;
+    if (pending_.size() + data.size() > kMaxPending) {
+      // The client does not read: the loop drops the connection.
+      ended_ = true;
+      aborted_ = true;
+      ok = false;
+      pending_.clear();
+    } else {
+      char size[20];
+      pending_.append(
+          size, static_cast<std::size_t>(std::snprintf(size, sizeof size, "%zx\r\n", data.size())));
+      pending_ += data;
+      pending_ += "\r\n";
+    }
+    notify = notify_;
+  }
+  if (notify) notify();
+  return ok;
+}
+
+void ResponseStream::end() {
+  std::function<void()> notify;
+  {
+    std::lock_guard lock(mu_);
+    if (ended_ || detached_) return;
+    ended_ = true;
+    pending_ += last_chunk;
+    notify = notify_;
+  }
+  if (notify) notify();
+}
+
+bool ResponseStream::open() const {
+  std::lock_guard lock(mu_);
+  return !ended_ && !detached_;
+}
+
+void ResponseStream::attach(std::function<void()> notify) {
+  std::lock_guard lock(mu_);
+  notify_ = std::move(notify);
+}
+
+ResponseStream::Taken ResponseStream::take() {
+  std::lock_guard lock(mu_);
+  Taken taken;
+  taken.data.swap(pending_);
+  taken.ended = ended_;
+  taken.aborted = aborted_;
+  return taken;
+}
+
+void ResponseStream::detach() {
+  std::lock_guard lock(mu_);
+  detached_ = true;
+  notify_ = nullptr;
+  pending_.clear();
 }
 
 namespace {
@@ -162,7 +250,10 @@ class EventLoop {
  public:
   explicit EventLoop(Shared& shared) : s_(shared) {}
   ~EventLoop() {
-    for (auto& [fd, c] : conns_) ::close(fd);
+    for (auto& [fd, c] : conns_) {
+      if (c->stream) c->stream->detach();
+      ::close(fd);
+    }
     for (int fd : {epoll_fd_, wake_fd_, reserve_fd_}) {
       if (fd >= 0) ::close(fd);
     }
@@ -201,6 +292,15 @@ class EventLoop {
     {
       std::lock_guard lock(done_mutex_);
       done_.push_back(Completion{fd, id, std::move(response)});
+    }
+    if (std::this_thread::get_id() != thread_id_) wake();
+  }
+
+  // A stream of connection (fd, id) has something to send.
+  void stream_ready(int fd, std::uint64_t id) {
+    {
+      std::lock_guard lock(done_mutex_);
+      streams_ready_.emplace_back(fd, id);
     }
     if (std::this_thread::get_id() != thread_id_) wake();
   }
@@ -260,6 +360,11 @@ class EventLoop {
     // have sent its next request just before the signal, and that request is answered (with
     // Connection: close). Bytes already waiting on a connection also keep it open.
     if (listening_) return false;
+    std::vector<int> streaming;
+    for (auto& [fd, c] : conns_) {
+      if (c->phase == Phase::streaming && !c->stream_ended) streaming.push_back(fd);
+    }
+    for (int fd : streaming) end_stream(*find(fd));
     std::vector<int> idle;
     for (auto& [fd, c] : conns_) {
       char byte = 0;
@@ -354,6 +459,7 @@ class EventLoop {
       set_interest(*it->second, false, false);
       return;
     }
+    if (it->second->stream) it->second->stream->detach();
     it->second->io->close_notify();
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
     ::close(fd);
@@ -377,20 +483,20 @@ class EventLoop {
     if ((events & EPOLLOUT) != 0u) {
       if (c->read_wants_write) {
         c->read_wants_write = false;
-        set_interest(*c, c->reading, c->phase == Phase::writing || !c->interim.empty());
+        set_interest(*c, c->reading, has_output(*c) || !c->interim.empty());
         on_readable(*c);
         c = find(fd);
         if (c == nullptr) return;
       }
       if (!c->interim.empty() && c->phase != Phase::writing) send_interim(*c);
-      if (c->phase == Phase::writing) {
+      if (has_output(*c)) {
         if (!flush(*c)) return;
         c = find(fd);
         if (c == nullptr) return;
       }
     }
     if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) == 0u) return;
-    if (c->write_wants_read && c->phase == Phase::writing) {
+    if (c->write_wants_read && has_output(*c)) {
       c->write_wants_read = false;
       if (!flush(*c)) return;
       c = find(fd);
@@ -419,6 +525,7 @@ class EventLoop {
       }
       return close_connection(fd);
     }
+    if (c.phase == Phase::streaming) return;  // nothing more is read on a stream
     c.in.append(scratch_.data(), got.bytes);
     if (c.phase == Phase::busy || c.phase == Phase::writing) {
       if (c.in.size() > max_buffered_while_busy) set_interest(c, false, c.want_write);
@@ -519,17 +626,27 @@ class EventLoop {
           request, [this, fd, id](HttpResponse response) { post(fd, id, std::move(response)); });
     } catch (...) {
       post(fd, id,
-           HttpResponse{
-               500, "application/json", R"({"ok":false,"error":"internal_error"})", {}, true});
+           HttpResponse{500,
+                        "application/json",
+                        R"({"ok":false,"error":"internal_error"})",
+                        {},
+                        true,
+                        nullptr});
     }
   }
 
   void take_completions() {
     {
       std::lock_guard lock(done_mutex_);
-      if (done_.empty()) return;
+      if (done_.empty() && streams_ready_.empty()) return;
       ready_.swap(done_);
+      streams_taken_.swap(streams_ready_);
     }
+    for (const auto& [fd, id] : streams_taken_) {
+      Connection* c = find(fd);
+      if (c != nullptr && c->id == id && c->phase == Phase::streaming) pull_stream(*c);
+    }
+    streams_taken_.clear();
     for (auto& completion : ready_) {
       --outstanding_;
       Connection* c = find(completion.fd);
@@ -541,6 +658,7 @@ class EventLoop {
 
   // Queues an answer and writes what the socket takes now.
   void answer(Connection& c, HttpResponse response, bool body_unread) {
+    if (response.stream) return start_stream(c, std::move(response));
     if (draining_ || c.peer_closed || !c.keep_alive) response.close = true;
     c.close_after_write = response.close;
     c.lingering_after_write = body_unread;
@@ -553,6 +671,73 @@ class EventLoop {
     c.out_pos = 0;
     c.phase = Phase::writing;
     c.deadline = Clock::now() + s_.options.write_timeout;
+    flush(c);
+  }
+
+  // A streamed answer: the head (and the response's body as the first chunk), then what the
+  // stream is given, until it ends; then the connection closes.
+  void start_stream(Connection& c, HttpResponse response) {
+    auto stream = std::move(response.stream);
+    response.stream = nullptr;
+    response.close = true;
+    const bool at_once = c.head_only || draining_ || c.peer_closed;
+    response.stream = stream;  // for the head's framing
+    c.out = serialize_response(response, c.head_only);
+    if (!c.interim.empty()) {
+      c.out.insert(0, c.interim);
+      c.interim.clear();
+    }
+    c.out_pos = 0;
+    c.close_after_write = true;
+    c.lingering_after_write = false;
+    if (at_once) {
+      // Nothing to stream to: the head (and what the body holds) and the end.
+      stream->detach();
+      if (!c.head_only) c.out += last_chunk;
+      c.phase = Phase::writing;
+      c.deadline = Clock::now() + s_.options.write_timeout;
+      flush(c);
+      return;
+    }
+    c.phase = Phase::streaming;
+    c.stream = stream;
+    c.stream_ended = false;
+    c.deadline = Clock::now() + s_.options.write_timeout;
+    const int fd = c.fd;
+    const std::uint64_t id = c.id;
+    stream->attach([this, fd, id] { stream_ready(fd, id); });
+    pull_stream(c);  // what was written before the answer went out
+  }
+
+  // Moves what the stream was given into the output and writes it.
+  void pull_stream(Connection& c) {
+    auto taken = c.stream->take();
+    if (taken.aborted) return close_connection(c.fd);
+    if (taken.ended) c.stream_ended = true;
+    if (!taken.data.empty()) {
+      if (c.out_pos >= c.out.size()) {
+        c.out = std::move(taken.data);
+        c.out_pos = 0;
+        c.deadline = Clock::now() + s_.options.write_timeout;
+      } else {
+        c.out += taken.data;
+      }
+      if (c.out.size() - c.out_pos > ResponseStream::kMaxPending) return close_connection(c.fd);
+    }
+    if (c.out_pos < c.out.size() || c.stream_ended) flush(c);
+  }
+
+  // The drain ends a stream from the loop's side: its last chunk, then the close.
+  void end_stream(Connection& c) {
+    c.stream->detach();
+    c.stream_ended = true;
+    if (c.out_pos >= c.out.size()) {
+      c.out.assign(last_chunk);
+      c.out_pos = 0;
+      c.deadline = Clock::now() + s_.options.write_timeout;
+    } else {
+      c.out += last_chunk;
+    }
     flush(c);
   }
 
@@ -604,6 +789,13 @@ class EventLoop {
     c.out.clear();
     c.out_pos = 0;
     c.served = true;
+    if (c.phase == Phase::streaming && !c.stream_ended) {
+      // Everything given is written: wait for more (the write timeout no longer runs), and
+      // keep reading to see the peer close.
+      c.deadline = Clock::time_point::max();
+      set_interest(c, true, false);
+      return true;
+    }
     if (c.close_after_write || c.peer_closed) {
       if (c.lingering_after_write && !c.peer_closed) {
         start_linger(c);
@@ -671,6 +863,7 @@ class EventLoop {
 
   std::mutex done_mutex_;
   std::vector<Completion> done_, ready_;
+  std::vector<std::pair<int, std::uint64_t>> streams_ready_, streams_taken_;
   std::atomic<bool> wake_pending_{false};
 };
 

@@ -18,12 +18,13 @@
 // Draining (shutdown()): new connections are still accepted for a short grace period and
 // whatever already waits in the listen backlog is served; idle keep-alive connections are
 // closed; requests already sent are answered, each with `Connection: close`; run() returns when
-// no connection is left.
+// no connection is left. A streamed answer (ResponseStream) is ended by the drain.
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -42,12 +43,56 @@ struct HttpRequest {
   std::string remote;  // peer address, for logs
 };
 
+// A response body written over time, from any thread: Server-Sent Events (the inspector). The
+// handler answers with HttpResponse::stream set; the loop sends the head with
+// `Transfer-Encoding: chunked` (the response's body, if any, as the first chunk), then each
+// write() as a chunk, and closes the connection when the stream ends: end(), the peer closing,
+// the drain, or a client that stops reading (more than kMaxPending bytes waiting, or nothing
+// written for the write timeout).
+class ResponseStream {
+ public:
+  static constexpr std::size_t kMaxPending = 1024 * 1024;
+
+  ResponseStream() = default;
+  ResponseStream(const ResponseStream&) = delete;
+  ResponseStream& operator=(const ResponseStream&) = delete;
+
+  // Queues `data` as one chunk (empty: nothing). False once the stream is over; then nothing
+  // more is sent.
+  bool write(std::string_view data);
+  // The last chunk; the connection closes after it. Idempotent.
+  void end();
+  // False once the stream ended or its connection is gone.
+  bool open() const;
+
+  // For the loop: attaches the stream to a connection (`notify` is called, without the
+  // stream's lock, when there is something to send); takes what waits; ends it from the loop's
+  // side (the connection is gone or closing).
+  void attach(std::function<void()> notify);
+  struct Taken {
+    std::string data;      // chunks, the last one included once ended
+    bool ended = false;    // nothing more will come
+    bool aborted = false;  // the client did not read: close without the rest
+  };
+  Taken take();
+  void detach();
+
+ private:
+  mutable std::mutex mu_;
+  std::string pending_;
+  bool ended_ = false;
+  bool aborted_ = false;
+  bool detached_ = false;
+  std::function<void()> notify_;
+};
+
 struct HttpResponse {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;  // extra fields
   bool close = false;                                        // Connection: close after it
+  std::shared_ptr<ResponseStream> stream;                    // a body written over time
 };
 
 // Answers one request, exactly once, from any thread.
@@ -108,8 +153,9 @@ class HttpLoop {
   std::unique_ptr<Impl> impl_;
 };
 
-// The bytes of a response: status line, Content-Type, Content-Length, extra fields, Connection:
-// close when asked, the body unless `head_only`.
+// The bytes of a response: status line, Content-Type, Content-Length (a stream:
+// Transfer-Encoding: chunked, the body as its first chunk), extra fields, Connection: close when
+// asked, the body unless `head_only`.
 std::string serialize_response(const HttpResponse& response, bool head_only);
 
 }  // namespace tdhook::receiver

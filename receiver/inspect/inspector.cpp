@@ -10,14 +10,14 @@
 #include <atomic>
 #include <cctype>
 #include <charconv>
+#include <condition_variable>
 #include <deque>
 #include <fstream>
 #include <map>
 #include <mutex>
 #include <thread>
 
-#include <httplib.h>
-
+#include "http/http_loop.hpp"
 #include "http/url.hpp"
 #include "inspect/assets.hpp"
 #include "store/record.hpp"
@@ -28,11 +28,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using Digest = std::array<unsigned char, SHA256_DIGEST_LENGTH>;
-using HR = httplib::Server::HandlerResponse;
 
 constexpr std::string_view kCookie = "tdhook_inspector";
-constexpr int kMaxStreams = 32;            // Server-Sent-Events streams at once
-constexpr int kThreads = kMaxStreams + 8;  // each stream holds a thread; the rest answer the API
+constexpr std::size_t kMaxStreams = 32;  // Server-Sent-Events streams at once
+constexpr std::size_t kWorkers = 4;      // threads for the answers that read the store
 constexpr std::size_t kMaxSessions = 64;
 constexpr std::size_t kMaxLimit = 1000;
 constexpr std::size_t kDefaultLimit = 100;
@@ -94,11 +93,12 @@ std::string_view host_part(std::string_view authority) {
   return authority.substr(0, authority.find(':'));
 }
 
-std::string form_decode(std::string_view text) {
+// Percent-decoding; '+' is a space in a query or a form, not in a path.
+std::string percent_decode(std::string_view text, bool plus_is_space) {
   std::string out;
   for (std::size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
-    if (c == '+') {
+    if (c == '+' && plus_is_space) {
       out += ' ';
     } else if (c == '%' && i + 2 < text.size() &&
                std::isxdigit(static_cast<unsigned char>(text[i + 1])) &&
@@ -122,13 +122,55 @@ std::optional<std::string> form_value(std::string_view body, std::string_view na
     if (end == std::string_view::npos) end = body.size();
     const auto pair = body.substr(at, end - at);
     const auto eq = pair.find('=');
-    if (eq != std::string_view::npos && form_decode(pair.substr(0, eq)) == name) {
-      return form_decode(pair.substr(eq + 1));
+    if (eq != std::string_view::npos && percent_decode(pair.substr(0, eq), true) == name) {
+      return percent_decode(pair.substr(eq + 1), true);
     }
     at = end + 1;
   }
   return std::nullopt;
 }
+
+// A request as the routes read it: the decoded path, the query's parameters (decoded, in order)
+// and the fields.
+struct Request {
+  HttpRequest http;
+  std::string path;
+  std::vector<std::pair<std::string, std::string>> params;
+
+  explicit Request(HttpRequest&& request) : http(std::move(request)) {
+    const std::string_view target = http.head.target;
+    const auto question = target.find('?');
+    path = percent_decode(target.substr(0, question), false);
+    if (question == std::string_view::npos) return;
+    std::string_view query = target.substr(question + 1);
+    while (!query.empty()) {
+      const auto amp = query.find('&');
+      const auto item = query.substr(0, amp);
+      if (!item.empty()) {
+        const auto eq = item.find('=');
+        params.emplace_back(percent_decode(item.substr(0, eq), true),
+                            eq == std::string_view::npos
+                                ? std::string()
+                                : percent_decode(item.substr(eq + 1), true));
+      }
+      if (amp == std::string_view::npos) break;
+      query.remove_prefix(amp + 1);
+    }
+  }
+
+  const std::string& method() const { return http.head.method; }
+  bool has_header(std::string_view name) const { return http.head.find(name) != nullptr; }
+  std::string header(std::string_view name) const {
+    const auto* value = http.head.find(name);
+    return value != nullptr ? *value : std::string();
+  }
+  const std::string* param(std::string_view name) const {
+    for (const auto& [key, value] : params) {
+      if (key == name) return &value;
+    }
+    return nullptr;
+  }
+};
 
 // The id in a path: the inspector's number of a request, or a delivery id (UUID).
 struct RequestId {
@@ -239,17 +281,16 @@ Result<std::vector<StoredEvent>> stored_before(
 
 }  // namespace
 
-struct Inspector::Impl {
+struct Inspector::Impl final : HttpHandler {
   InspectorOptions options;
   Recorder& recorder;
   Store& store;
   std::function<void()> wake;
   const Logger& log;
-  httplib::Server server;
-  std::thread thread;
-  std::atomic<bool> serving_done{false};
+  std::unique_ptr<HttpLoop> loop;
+  std::thread thread;  // runs the loop
+  std::thread pump;    // writes the event streams
   std::atomic<bool> stopped{false};
-  std::atomic<int> streams{0};
   int port = 0;
   std::optional<Digest> token;  // SHA-256 of the token (token mode)
   std::mutex sessions_mu;
@@ -260,12 +301,20 @@ struct Inspector::Impl {
 
   // --- answers -------------------------------------------------------------------------------
 
-  static void json(httplib::Response& res, int status, const Json& body) {
+  static void json(HttpResponse& res, int status, const Json& body) {
     res.status = status;
-    res.set_content(dump(body), "application/json; charset=utf-8");
+    res.body = dump(body);
+    res.content_type = "application/json; charset=utf-8";
   }
 
-  static void error(httplib::Response& res, int status, std::string_view code,
+  static void redirect(HttpResponse& res, std::string location) {
+    res.status = 303;
+    res.body.clear();
+    res.content_type = "text/plain; charset=utf-8";
+    res.headers.emplace_back("Location", std::move(location));
+  }
+
+  static void error(HttpResponse& res, int status, std::string_view code,
                     std::string_view message) {
     Json body;
     body["ok"] = false;
@@ -274,34 +323,35 @@ struct Inspector::Impl {
     json(res, status, body);
   }
 
-  static void page(httplib::Response& res, std::string_view body, const char* type) {
+  static void page(HttpResponse& res, std::string_view body, const char* type) {
     res.status = 200;
-    res.set_header("Content-Security-Policy",
-                   "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' "
-                   "data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
-                   "base-uri 'none'");
-    res.set_content(body.data(), body.size(), type);
+    res.headers.emplace_back("Content-Security-Policy",
+                             "default-src 'none'; script-src 'self'; style-src 'self'; img-src "
+                             "'self' data:; connect-src 'self'; form-action 'self'; "
+                             "frame-ancestors 'none'; base-uri 'none'");
+    res.body.assign(body);
+    res.content_type = type;
   }
 
   // --- who may ask ---------------------------------------------------------------------------
 
-  bool host_allowed(const httplib::Request& req) const {
+  bool host_allowed(const Request& req) const {
     if (token) return true;  // the token decides
     if (!req.has_header("Host")) return true;
-    return is_loopback_host(host_part(req.get_header_value("Host")));
+    return is_loopback_host(host_part(req.header("Host")));
   }
 
   // A request that changes something comes from the page itself (or from no page: a script).
-  static bool same_origin(const httplib::Request& req) {
+  static bool same_origin(const Request& req) {
     if (!req.has_header("Origin")) return true;
-    const auto origin = req.get_header_value("Origin");
+    const auto origin = req.header("Origin");
     const auto scheme = origin.find("://");
     if (scheme == std::string::npos) return false;
-    return origin.substr(scheme + 3) == req.get_header_value("Host");
+    return origin.substr(scheme + 3) == req.header("Host");
   }
 
-  bool has_session(const httplib::Request& req) {
-    const auto cookies = req.get_header_value("Cookie");
+  bool has_session(const Request& req) {
+    const auto cookies = req.header("Cookie");
     std::string_view rest = cookies;
     while (!rest.empty()) {
       const auto end = rest.find(';');
@@ -321,9 +371,9 @@ struct Inspector::Impl {
     return false;
   }
 
-  bool authorized(const httplib::Request& req) {
+  bool authorized(const Request& req) {
     if (!token) return true;
-    const auto auth = req.get_header_value("Authorization");
+    const auto auth = req.header("Authorization");
     if (auth.size() > 7 && lower_equals(std::string_view(auth).substr(0, 7), "bearer ")) {
       if (same_digest(sha256(trim(auth.substr(7))), *token)) return true;
     }
@@ -344,7 +394,7 @@ struct Inspector::Impl {
     return value;
   }
 
-  void login_page(httplib::Response& res, int status, std::string_view message) {
+  void login_page(HttpResponse& res, int status, std::string_view message) {
     std::string html(assets::login_html());
     const std::string marker = "<!--message-->";
     if (const auto at = html.find(marker); at != std::string::npos) {
@@ -356,30 +406,31 @@ struct Inspector::Impl {
     res.status = status;
   }
 
-  void login(const httplib::Request& req, httplib::Response& res, const std::string* given) {
-    if (!token) return res.set_redirect("/", 303);
+  void login(const Request& req, HttpResponse& res, const std::string* given) {
+    if (!token) return redirect(res, "/");
     if (given == nullptr) {
-      if (authorized(req)) return res.set_redirect("/", 303);
+      if (authorized(req)) return redirect(res, "/");
       return login_page(res, 200, "");
     }
     if (!token_matches(*given)) {
-      log.warn("inspector: a wrong token was given", LogFields().add("remote", req.remote_addr));
+      log.warn("inspector: a wrong token was given", LogFields().add("remote", req.http.remote));
       return login_page(res, 401, "That is not the inspector's token.");
     }
     const auto session = new_session();
     if (session.empty()) return error(res, 500, "internal_error", "no random bytes for a session");
-    res.set_header("Set-Cookie",
-                   std::string(kCookie) + "=" + session + "; Path=/; HttpOnly; SameSite=Strict");
-    res.set_redirect("/", 303);
+    redirect(res, "/");
+    res.headers.emplace_back(
+        "Set-Cookie", std::string(kCookie) + "=" + session + "; Path=/; HttpOnly; SameSite=Strict");
   }
 
   // --- the API -------------------------------------------------------------------------------
 
-  std::optional<ListQuery> parse_list_query(const httplib::Request& req, httplib::Response& res) {
+  std::optional<ListQuery> parse_list_query(const Request& req, HttpResponse& res) {
     ListQuery q;
     auto param = [&](const char* name) -> std::optional<std::string> {
-      if (!req.has_param(name)) return std::nullopt;
-      return req.get_param_value(name);
+      const auto* value = req.param(name);
+      if (value == nullptr) return std::nullopt;
+      return *value;
     };
     for (const auto& [name, value] : req.params) {
       if (value.size() > kMaxParam) {
@@ -448,7 +499,7 @@ struct Inspector::Impl {
     return r.body_read && contains_folded(body_without_token(r.body), text);
   }
 
-  void list(const httplib::Request& req, httplib::Response& res) {
+  void list(const Request& req, HttpResponse& res) {
     auto query = parse_list_query(req, res);
     if (!query) return;
     Json items = Json::array();
@@ -491,8 +542,8 @@ struct Inspector::Impl {
       // A few seconds past the boundary: a request's time and its event's differ by a little.
       until_ms += before_id ? 0 : 5000;
       std::optional<std::string> pattern;
-      if (req.has_param("event") && !req.get_param_value("event").empty())
-        pattern = req.get_param_value("event");
+      if (const auto* event = req.param("event"); event != nullptr && !event->empty())
+        pattern = *event;
       const auto text = query->text;
       auto keep = [&](const StoredEvent& e) {
         if (before_id && e.delivery_id >= *before_id) return false;
@@ -525,7 +576,7 @@ struct Inspector::Impl {
     std::string delivery_id;  // of the stored event, if any
   };
 
-  std::optional<Found> find(const RequestId& id, httplib::Response& res) {
+  std::optional<Found> find(const RequestId& id, HttpResponse& res) {
     Found f;
     if (id.number != 0) {
       f.snapshot = recorder.get(id.number);
@@ -564,7 +615,7 @@ struct Inspector::Impl {
     return f;
   }
 
-  void detail_of(const RequestId& id, httplib::Response& res) {
+  void detail_of(const RequestId& id, HttpResponse& res) {
     auto found = find(id, res);
     if (!found) return;
     auto body =
@@ -574,7 +625,7 @@ struct Inspector::Impl {
     json(res, 200, body);
   }
 
-  void raw_of(const RequestId& id, httplib::Response& res) {
+  void raw_of(const RequestId& id, HttpResponse& res) {
     auto found = find(id, res);
     if (!found) return;
     std::optional<std::string> text;
@@ -589,11 +640,13 @@ struct Inspector::Impl {
     }
     const std::string name = id.number != 0 ? std::to_string(id.number) : id.delivery_id;
     res.status = 200;
-    res.set_header("Content-Disposition", "attachment; filename=\"request-" + name + ".http\"");
-    res.set_content(*text, "text/plain; charset=utf-8");
+    res.headers.emplace_back("Content-Disposition",
+                             "attachment; filename=\"request-" + name + ".http\"");
+    res.body = std::move(*text);
+    res.content_type = "text/plain; charset=utf-8";
   }
 
-  void replay(const RequestId& id, httplib::Response& res) {
+  void replay(const RequestId& id, HttpResponse& res) {
     auto found = find(id, res);
     if (!found) return;
     if (found->delivery_id.empty()) {
@@ -667,7 +720,7 @@ struct Inspector::Impl {
     json(res, 200, body);
   }
 
-  void info(httplib::Response& res) {
+  void info(HttpResponse& res) {
     Json body;
     body["ok"] = true;
     body["receiver_url"] = options.view.receiver_url;
@@ -681,113 +734,137 @@ struct Inspector::Impl {
     json(res, 200, body);
   }
 
-  // --- Server-Sent Events --------------------------------------------------------------------
+  // --- Server-Sent Events ------------------------------------------------------------------
+  // Each stream is a ResponseStream on the loop; one thread (pump) waits for the recorder's
+  // changes and writes every stream what it has not seen yet, paced (kPace) and with a heartbeat.
 
-  struct Stream {
+  struct Client {
+    std::shared_ptr<ResponseStream> out;
     Cursor cursor;
-    bool started = false;
     Clock::time_point heartbeat_due;
-    Clock::time_point last_send;
   };
+  std::mutex clients_mu;
+  std::condition_variable clients_cv;
+  std::vector<Client> clients;
 
   std::string event_text(std::string_view name, const Snapshot& snap) const {
     return "event: " + std::string(name) + "\ndata: " + dump(summary(snap)) + "\n\n";
   }
 
-  bool stream_step(Stream& s, httplib::DataSink& sink) {
-    const auto now = Clock::now();
-    std::string out;
-    if (!s.started) {
-      s.started = true;
-      s.cursor = recorder.cursor();
-      out = "retry: 2000\n: connected\n\nevent: hello\ndata: {\"newest\":\"" +
-            std::to_string(s.cursor.request) + "\"}\n\n";
-      s.heartbeat_due = now + kHeartbeat;
-    } else {
-      auto changes = recorder.wait(s.cursor, s.heartbeat_due, s.last_send + kPace);
-      if (changes.stopped || stopped.load()) {
-        sink.done();
-        return true;
-      }
-      if (changes.gap) out += "event: reset\ndata: {}\n\n";
-      for (const auto id : changes.added) {
-        if (auto snap = recorder.get(id, Recorder::Body::summary))
-          out += event_text("request", *snap);
-      }
-      for (const auto id : changes.updated) {
-        if (auto snap = recorder.get(id, Recorder::Body::summary))
-          out += event_text("update", *snap);
-      }
-      if (out.empty() && Clock::now() >= s.heartbeat_due) out = ": heartbeat\n\n";
+  void stream(HttpResponse& res) {
+    auto out = std::make_shared<ResponseStream>();
+    Cursor cursor;
+    {
+      std::lock_guard lock(clients_mu);
+      std::erase_if(clients, [](const Client& c) { return !c.out->open(); });
+      if (clients.size() >= kMaxStreams)
+        return error(res, 503, "too_many_streams", "too many event streams are open");
+      cursor = recorder.cursor();
+      clients.push_back(Client{out, cursor, Clock::now() + kHeartbeat});
     }
-    if (out.empty()) return true;
-    if (!sink.write(out.data(), out.size())) return false;
-    s.last_send = Clock::now();
-    s.heartbeat_due = s.last_send + kHeartbeat;
-    return true;
+    clients_cv.notify_all();
+    res.status = 200;
+    res.content_type = "text/event-stream";
+    res.headers.emplace_back("X-Accel-Buffering", "no");
+    res.body = "retry: 2000\n: connected\n\nevent: hello\ndata: {\"newest\":\"" +
+               std::to_string(cursor.request) + "\"}\n\n";
+    res.stream = std::move(out);
   }
 
-  void stream(httplib::Response& res) {
-    if (streams.fetch_add(1) >= kMaxStreams) {
-      streams.fetch_sub(1);
-      return error(res, 503, "too_many_streams", "too many event streams are open");
+  // One round for every stream: what it has not seen, or a heartbeat when one is due.
+  void write_streams() {
+    const auto now = Clock::now();
+    std::map<std::pair<bool, std::uint64_t>, std::string> texts;  // (update?, id): built once
+    auto text_of = [&](bool update, std::uint64_t id) -> const std::string& {
+      auto [it, fresh] = texts.try_emplace({update, id});
+      if (fresh) {
+        if (auto snap = recorder.get(id, Recorder::Body::summary))
+          it->second = event_text(update ? "update" : "request", *snap);
+      }
+      return it->second;
+    };
+    std::lock_guard lock(clients_mu);
+    for (auto& c : clients) {
+      const auto changes = recorder.poll(c.cursor);
+      std::string out;
+      if (changes.gap) out += "event: reset\ndata: {}\n\n";
+      for (const auto id : changes.added) out += text_of(false, id);
+      for (const auto id : changes.updated) out += text_of(true, id);
+      if (out.empty() && now >= c.heartbeat_due) out = ": heartbeat\n\n";
+      if (out.empty()) continue;
+      if (c.out->write(out)) c.heartbeat_due = now + kHeartbeat;
     }
-    auto state = std::make_shared<Stream>();
-    res.status = 200;
-    res.set_header("X-Accel-Buffering", "no");
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [this, state](std::size_t, httplib::DataSink& sink) {
-          try {
-            return stream_step(*state, sink);
-          } catch (...) {
-            return false;
-          }
-        },
-        [this](bool) { streams.fetch_sub(1); });
+    std::erase_if(clients, [](const Client& c) { return !c.out->open(); });
+  }
+
+  void run_pump() {
+    Cursor cursor = recorder.cursor();
+    auto last_round = Clock::now() - kPace;
+    while (true) {
+      Clock::time_point deadline;
+      {
+        std::unique_lock lock(clients_mu);
+        if (clients.empty()) {
+          // No stream: nothing waits on the recorder, so that requests do not wake this thread.
+          clients_cv.wait(lock, [&] { return stopped.load() || !clients.empty(); });
+          cursor = recorder.cursor();  // each stream has its own; this one only wakes the pump
+        }
+        if (stopped.load()) break;
+        deadline = Clock::now() + kHeartbeat;
+        for (const auto& c : clients) deadline = std::min(deadline, c.heartbeat_due);
+      }
+      const auto changes = recorder.wait(cursor, deadline, last_round + kPace);
+      if (changes.stopped || stopped.load()) break;
+      last_round = Clock::now();
+      write_streams();
+    }
+    std::lock_guard lock(clients_mu);
+    for (auto& c : clients) c.out->end();
+    clients.clear();
   }
 
   // --- routing -------------------------------------------------------------------------------
 
-  HR route(const httplib::Request& req, httplib::Response& res) {
-    res.set_header("X-Content-Type-Options", "nosniff");
-    res.set_header("Referrer-Policy", "same-origin");  // "no-referrer" makes a form's Origin "null"
-    res.set_header("Cache-Control", "no-store");
-    res.set_header("X-Frame-Options", "DENY");
-    const bool read_only = req.method == "GET" || req.method == "HEAD";
-    // A body this handler does not read: the connection is closed after the answer.
-    const auto length = req.get_header_value("Content-Length");
-    if ((!length.empty() && length != "0") || req.has_header("Transfer-Encoding")) {
-      if (!(req.method == "POST" && req.path == "/login")) res.set_header("Connection", "close");
-    }
+  static void common_headers(HttpResponse& res) {
+    res.headers.emplace_back("X-Content-Type-Options", "nosniff");
+    res.headers.emplace_back("Referrer-Policy",
+                             "same-origin");  // "no-referrer" makes a form's Origin "null"
+    res.headers.emplace_back("Cache-Control", "no-store");
+    res.headers.emplace_back("X-Frame-Options", "DENY");
+  }
+
+  // Answers what needs neither the store nor the recorder's copies here; returns false for the
+  // API paths that do (they go to a worker: route_api).
+  bool route(const Request& req, HttpResponse& res, bool& read_only) {
+    read_only = req.method() == "GET" || req.method() == "HEAD";
     if (!host_allowed(req)) {
       error(res, 403, "forbidden_host",
             "the inspector answers only to a Host header that names loopback (give "
             "--inspect-token-file to serve other names)");
-      return HR::Handled;
+      return true;
     }
     if (!read_only && !same_origin(req)) {
       error(res, 403, "forbidden_origin", "a request from another origin");
-      return HR::Handled;
+      return true;
     }
     const std::string& path = req.path;
     if (path == "/login") {
-      if (req.method == "POST") return HR::Unhandled;  // its form is read by the Post handler
-      if (!read_only) {
+      if (req.method() == "POST") {
+        const auto given = form_value(req.http.body, "token");
+        const std::string value = given.value_or("");
+        login(req, res, &value);
+      } else if (!read_only) {
         error(res, 405, "method_not_allowed", "GET or POST");
-        return HR::Handled;
-      }
-      if (req.has_param("token")) {
-        const auto given = req.get_param_value("token");
-        login(req, res, &given);
+      } else if (const auto* given = req.param("token")) {
+        login(req, res, given);
       } else {
         login(req, res, nullptr);
       }
-      return HR::Handled;
+      return true;
     }
     if (path == "/style.css" && read_only) {
       page(res, assets::style_css(), "text/css; charset=utf-8");
-      return HR::Handled;
+      return true;
     }
     const bool api = path.starts_with("/api/") || path == "/api";
     if (!authorized(req)) {
@@ -795,9 +872,9 @@ struct Inspector::Impl {
         error(res, 401, "unauthorized",
               "give Authorization: Bearer TOKEN (the first line of --inspect-token-file)");
       } else {
-        res.set_redirect("/login", 303);
+        redirect(res, "/login");
       }
-      return HR::Handled;
+      return true;
     }
     if (!api) {
       if (!read_only) {
@@ -809,18 +886,68 @@ struct Inspector::Impl {
       } else {
         error(res, 404, "not_found", "no such page");
       }
-      return HR::Handled;
+      return true;
     }
-    route_api(req, res, read_only);
-    return HR::Handled;
+    if (path == "/api/stream" || path == "/api/info") {
+      if (!read_only) {
+        error(res, 405, "method_not_allowed", "this takes GET");
+      } else if (path == "/api/info") {
+        info(res);
+      } else {
+        stream(res);
+      }
+      return true;
+    }
+    return false;
   }
 
-  void route_api(const httplib::Request& req, httplib::Response& res, bool read_only) {
+  // --- HttpHandler ---------------------------------------------------------------------------
+
+  std::optional<HttpResponse> on_head(const HttpRequestHead&, std::string_view) override {
+    return std::nullopt;  // bodies are small (64 KiB at most) and read whole
+  }
+
+  void handle(HttpRequest& request, Responder respond) override {
+    Request req(std::move(request));
+    HttpResponse res;
+    bool read_only = true;
+    try {
+      if (route(req, res, read_only)) {
+        common_headers(res);
+        return respond(std::move(res));
+      }
+    } catch (...) {
+      HttpResponse failed;
+      error(failed, 500, "internal_error", "the inspector failed to answer");
+      common_headers(failed);
+      return respond(std::move(failed));
+    }
+    // The store's reads and writes may block: a worker answers.
+    loop->run_blocking(
+        [this, http = std::move(req.http), read_only, respond = std::move(respond)]() mutable {
+          HttpResponse answer;
+          try {
+            route_api(Request(std::move(http)), answer, read_only);
+          } catch (...) {
+            answer = HttpResponse{};
+            error(answer, 500, "internal_error", "the inspector failed to answer");
+          }
+          common_headers(answer);
+          respond(std::move(answer));
+        });
+  }
+
+  HttpResponse on_error(const HttpError& failure, std::string_view) override {
+    HttpResponse res;
+    error(res, failure.status, failure.reason, failure.detail);
+    common_headers(res);
+    return res;
+  }
+
+  void route_api(const Request& req, HttpResponse& res, bool read_only) {
     const std::string_view path = req.path;
-    if (path == "/api/requests" || path == "/api/info" || path == "/api/stream") {
+    if (path == "/api/requests") {
       if (!read_only) return error(res, 405, "method_not_allowed", "this takes GET");
-      if (path == "/api/info") return info(res);
-      if (path == "/api/stream") return stream(res);
       return list(req, res);
     }
     constexpr std::string_view prefix = "/api/requests/";
@@ -844,7 +971,7 @@ struct Inspector::Impl {
       return raw_of(*id, res);
     }
     if (action == "replay") {
-      if (req.method != "POST") return error(res, 405, "method_not_allowed", "replay takes POST");
+      if (req.method() != "POST") return error(res, 405, "method_not_allowed", "replay takes POST");
       return replay(*id, res);
     }
     error(res, 404, "not_found", "no such API path");
@@ -877,62 +1004,26 @@ struct Inspector::Impl {
       return Error{ErrorCode::invalid_config,
                    "--inspect on " + options.host + " needs --inspect-token-file"};
     }
-    server.new_task_queue = [] { return new httplib::ThreadPool(kThreads); };
-    server.set_keep_alive_max_count(100);
-    server.set_keep_alive_timeout(1);  // an idle connection must not hold up a shutdown
-    server.set_read_timeout(5, 0);
-    server.set_write_timeout(2, 0);
-    server.set_payload_max_length(64 * 1024);
-    server.set_socket_options([](socket_t fd) {
-      // SO_REUSEADDR, not httplib's SO_REUSEPORT: a second receiver must not share the port.
-      int yes = 1;
-      ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    });
-    server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      try {
-        return route(req, res);
-      } catch (...) {
-        error(res, 500, "internal_error", "the inspector failed to answer");
-        return HR::Handled;
-      }
-    });
-    server.Post("/login", [this](const httplib::Request& req, httplib::Response& res) {
-      try {
-        const auto given = form_value(req.body, "token");
-        const std::string value = given.value_or("");
-        login(req, res, &value);
-      } catch (...) {
-        error(res, 500, "internal_error", "the inspector failed to answer");
-      }
-    });
-    server.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request&,
-                                                                     httplib::Response& res) -> HR {
-      if (!res.body.empty()) return HR::Unhandled;  // an answer of ours
-      const auto status = res.status;
-      if (status == 414) {
-        error(res, status, "uri_too_long", "the request line is longer than 8 KiB");
-      } else if (status == 413) {
-        error(res, status, "too_large", "the body is larger than 64 KiB");
-      } else if (status == 400) {
-        error(res, status, "bad_request", "not a valid HTTP/1.1 request, or its head is too large");
-      } else {
-        error(res, status, "http_error", "the request was refused");
-      }
-      return HR::Handled;
-    }));
-    server.set_exception_handler(
-        [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
-          error(res, 500, "internal_error", "the inspector failed to answer");
-        });
-    const int bound = options.port == 0
-                          ? server.bind_to_any_port(options.host)
-                          : (server.bind_to_port(options.host, options.port) ? options.port : -1);
-    if (bound <= 0) {
+    HttpLoopOptions o;
+    o.host = options.host;
+    o.port = options.port;
+    o.limits.max_request_line = 8 * 1024;  // 414 beyond: a query is short
+    o.limits.max_head = 16 * 1024;         // 431 beyond
+    o.limits.max_body = 64 * 1024;         // 413 beyond: the login form is the only body
+    o.read_timeout = std::chrono::seconds(5);
+    o.write_timeout = std::chrono::seconds(5);
+    o.keep_alive_timeout = std::chrono::seconds(5);
+    o.loops = 1;  // a developer's browser
+    o.workers = kWorkers;
+    o.max_connections = 1024;  // idle ones are closed after the read timeout
+    auto bound = HttpLoop::bind(o, *this);
+    if (!bound) {
       return Error{ErrorCode::invalid_config, "cannot listen on " + options.host + ":" +
                                                   std::to_string(options.port) +
                                                   " for the inspector (in use or not available)"};
     }
-    port = bound;
+    loop = std::move(*bound);
+    port = loop->port();
     return Ok{};
   }
 };
@@ -948,9 +1039,9 @@ Result<std::unique_ptr<Inspector>> Inspector::start(const InspectorOptions& opti
   if (auto st = impl->setup(); !st) return std::move(st).error();
   auto* raw = impl.get();
   impl->thread = std::thread([raw] {
-    raw->server.listen_after_bind();
-    raw->serving_done.store(true);
+    if (!raw->loop->run()) raw->log.error("inspector: its event loop failed");
   });
+  impl->pump = std::thread([raw] { raw->run_pump(); });
   return std::unique_ptr<Inspector>(new Inspector(std::move(impl)));
 }
 
@@ -964,10 +1055,15 @@ std::string Inspector::url() const {
 
 void Inspector::stop() {
   if (!impl_ || impl_->stopped.exchange(true)) return;
+  // The streams end first (their last chunk), then the loop drains what is left.
   impl_->recorder.stop_streams();
-  // listen_after_bind() may not have started yet: stop() only stops a running server.
-  while (!impl_->server.is_running() && !impl_->serving_done.load()) std::this_thread::yield();
-  impl_->server.stop();
+  {
+    // Under the lock, so that the pump cannot miss `stopped` between its check and its wait.
+    std::lock_guard lock(impl_->clients_mu);
+  }
+  impl_->clients_cv.notify_all();
+  if (impl_->pump.joinable()) impl_->pump.join();
+  impl_->loop->shutdown();
   if (impl_->thread.joinable()) impl_->thread.join();
 }
 

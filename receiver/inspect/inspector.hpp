@@ -1,6 +1,8 @@
 #pragma once
 // The inspector (issue 13): a web page and a JSON API on a port of their own (`--inspect
-// HOST:PORT`), served by cpp-httplib's server (its traffic is a developer's browser). It shows
+// HOST:PORT`), served by the receiver's own HTTP loop (http/http_loop.hpp: one event-loop
+// thread, a few workers for the answers that read the store; the event streams are chunked
+// responses written by one thread for all of them). It shows
 // what the Recorder kept and what the Store holds, replays stored events, and streams new
 // requests and delivery progress as Server-Sent Events.
 //

@@ -453,6 +453,19 @@ Changes Recorder::wait(Cursor& cursor, std::chrono::steady_clock::time_point dea
     out.stopped = true;
     return out;
   }
+  collect(cursor, out);
+  return out;
+}
+
+Changes Recorder::poll(Cursor& cursor) const {
+  Changes out;
+  std::lock_guard lock(mu_);
+  out.stopped = stopping_;
+  if (!stopping_) collect(cursor, out);
+  return out;
+}
+
+void Recorder::collect(Cursor& cursor, Changes& out) const {
   if (newest_ - cursor.request > kMaxChangesPerWake ||
       progress_seq_ - cursor.progress > kProgressLog / 2) {
     out.gap = true;
@@ -469,7 +482,6 @@ Changes Recorder::wait(Cursor& cursor, std::chrono::steady_clock::time_point dea
     }
   }
   cursor = Cursor{newest_, progress_seq_};
-  return out;
 }
 
 void Recorder::stop_streams() {

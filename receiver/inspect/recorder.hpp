@@ -138,6 +138,9 @@ class Recorder final : public RequestObserver, public DeliveryObserver {
   Cursor cursor() const;
   Changes wait(Cursor& cursor, std::chrono::steady_clock::time_point deadline,
                std::chrono::steady_clock::time_point not_before);
+  // What happened after `cursor`, without waiting (one waiter wakes, each stream polls its own
+  // cursor); advances the cursor.
+  Changes poll(Cursor& cursor) const;
   void stop_streams();
 
  private:
@@ -197,6 +200,7 @@ class Recorder final : public RequestObserver, public DeliveryObserver {
                      std::string_view replay_of) noexcept;
   std::uint64_t publish(Entry& entry) noexcept;
   bool in_ring(std::uint64_t id) const noexcept;
+  void collect(Cursor& cursor, Changes& out) const;  // under mu_
   Slot& slot_of(std::uint64_t id) noexcept { return ring_[(id - 1) % keep_]; }
   const Slot& slot_of(std::uint64_t id) const noexcept { return ring_[(id - 1) % keep_]; }
   void index_insert(std::uint64_t hash, std::uint64_t id) noexcept;
