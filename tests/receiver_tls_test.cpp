@@ -5,12 +5,15 @@
 // under an HTTPS load: receiver_load_test.cpp.)
 #include <doctest/doctest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <poll.h>
 #include <signal.h>
 
+#include <array>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -456,5 +459,85 @@ TEST_SUITE("receiver") {
     REQUIRE_MESSAGE(accepted.conn.valid(), accepted.error);
     CHECK(SSL_version(accepted.conn.ssl()) == TLS1_3_VERSION);
     CHECK(rx.stderr_text().find(R"("tls_min_version":"1.3")") != std::string::npos);
+  }
+
+  TEST_CASE("failed handshakes are counted by reason and logged the 1st, 10th, 100th time") {
+    TempDir dir;
+    ReceiverProcess rx(tls_args(dir, {"--tls-min-version", "1.3"}));
+    REQUIRE(rx.wait_listening());
+    ClientContext tls12;
+    SSL_CTX_set_max_proto_version(tls12.ctx, TLS1_2_VERSION);
+    for (int i = 0; i < 12; ++i) CHECK_FALSE(handshake_with(rx.port(), tls12.ctx).conn.valid());
+    // Plain HTTP on the HTTPS port: refused, counted under its own reason.
+    for (int i = 0; i < 3; ++i) {
+      const auto plain = exchange(rx.port(), "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 5s);
+      CHECK(plain.status == 0);
+    }
+    // A connection closed before it sends anything (a port probe) is no failure.
+    { auto probe = connect_to(rx.port()); }
+
+    const auto metrics = get_metrics_tls(rx.port());
+    CHECK_MESSAGE(metrics.find("tdhook_tls_handshake_failures_total{reason=\"unsupported "
+                               "protocol\"} 12") != std::string::npos,
+                  metrics);
+    CHECK_MESSAGE(metrics.find("tdhook_tls_handshake_failures_total{reason=\"http request\"} 3") !=
+                      std::string::npos,
+                  metrics);
+    std::size_t total = 0;
+    for (std::size_t at = 0;
+         (at = metrics.find("\ntdhook_tls_handshake_failures_total{", at)) != std::string::npos;
+         ++at) {
+      ++total;
+    }
+    CHECK(total == 2);
+    // Logged for the 1st and the 10th of the twelve, and the 1st of the three.
+    const auto log = rx.stderr_text();
+    std::size_t logged = 0;
+    for (std::size_t at = 0; (at = log.find("TLS handshake failed", at)) != std::string::npos;
+         ++at) {
+      ++logged;
+    }
+    CHECK(logged == 3);
+    CHECK(log.find(R"("reason":"unsupported protocol","times":10)") != std::string::npos);
+    CHECK(log.find(R"("reason":"http request","times":1)") != std::string::npos);
+  }
+
+  TEST_CASE(
+      "a request followed by close_notify on an open TCP connection is answered, then closed") {
+    TempDir dir;
+    ReceiverProcess rx(tls_args(dir, {}));
+    REQUIRE(rx.wait_listening());
+    auto conn = connect_wire(rx.port(), Wire::tls);
+    REQUIRE(conn.valid());
+    const auto started = SteadyClock::now();
+    // The request and the close_notify leave in one segment (corked), so that the receiver reads
+    // both at once; TCP stays open (no shutdown, no close).
+    int cork = 1;
+    ::setsockopt(conn.fd(), IPPROTO_TCP, TCP_CORK, &cork, sizeof cork);
+    REQUIRE(send_all(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", started + 5s));
+    ERR_clear_error();
+    CHECK(SSL_shutdown(conn.ssl()) == 0);  // sent; the receiver's not yet read
+    cork = 0;
+    ::setsockopt(conn.fd(), IPPROTO_TCP, TCP_CORK, &cork, sizeof cork);
+    std::string text;
+    std::array<char, 4096> buf{};
+    bool ended = false;
+    while (!ended && SteadyClock::now() < started + 4s) {
+      pollfd p{conn.fd(), POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      ERR_clear_error();
+      const int n = SSL_read(conn.ssl(), buf.data(), static_cast<int>(buf.size()));
+      if (n > 0) {
+        text.append(buf.data(), static_cast<std::size_t>(n));
+        continue;
+      }
+      const int why = SSL_get_error(conn.ssl(), n);
+      ended = why != SSL_ERROR_WANT_READ && why != SSL_ERROR_WANT_WRITE;
+    }
+    ERR_clear_error();
+    CHECK(status_of(text) == 200);
+    CHECK(ended);
+    // Well before the keep-alive timeout (5 s) the old code waited for.
+    CHECK(elapsed_since(started) < 2s);
   }
 }

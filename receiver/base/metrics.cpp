@@ -71,6 +71,13 @@ void Metrics::observe_delivery_latency(std::string_view sink, double seconds) {
   h.sum += seconds;
 }
 
+std::uint64_t Metrics::count_tls_failure(std::string_view reason) {
+  const std::lock_guard lock(mu_);
+  auto it = tls_failures_.find(reason);
+  if (it == tls_failures_.end()) it = tls_failures_.emplace(std::string(reason), 0).first;
+  return ++it->second;
+}
+
 std::string Metrics::render() const {
   std::string out;
   const std::lock_guard lock(mu_);
@@ -92,6 +99,13 @@ std::string Metrics::render() const {
   out += "tdhook_reloads_total{outcome=\"ok\"} " + std::to_string(reloads_ok_.load()) + "\n";
   out +=
       "tdhook_reloads_total{outcome=\"failed\"} " + std::to_string(reloads_failed_.load()) + "\n";
+
+  header(out, "tdhook_tls_handshake_failures_total",
+         "TLS handshakes that failed, by OpenSSL's reason.", "counter");
+  for (const auto& [reason, value] : tls_failures_) {
+    out += "tdhook_tls_handshake_failures_total{reason=\"" + escape_label(reason) + "\"} " +
+           std::to_string(value) + "\n";
+  }
 
   header(out, "tdhook_deliveries_total",
          "Delivery attempts by sink and outcome (delivered, retried, dead).", "counter");

@@ -29,6 +29,9 @@ class Metrics {
   void set_store_bytes(std::uint64_t value) { store_bytes_.store(value); }
   // tdhook_reloads_total{outcome="ok|failed"}: SIGHUP reloads of secrets, keys and --events
   void count_reload(bool ok) { (ok ? reloads_ok_ : reloads_failed_).fetch_add(1); }
+  // tdhook_tls_handshake_failures_total{reason="unsupported protocol"}: OpenSSL's reason (a
+  // bounded set of texts). Returns the count for this reason so far, this one included.
+  std::uint64_t count_tls_failure(std::string_view reason);
 
   std::string render() const;
 
@@ -42,6 +45,7 @@ class Metrics {
   std::map<std::pair<int, std::string>, std::uint64_t> requests_;
   std::map<std::pair<std::string, std::string>, std::uint64_t> deliveries_;
   std::map<std::string, Histogram> latency_;
+  std::map<std::string, std::uint64_t, std::less<>> tls_failures_;
   std::atomic<std::uint64_t> stored_{0}, duplicates_{0};
   std::atomic<std::int64_t> spool_pending_{0};
   std::atomic<std::uint64_t> store_bytes_{0};

@@ -515,23 +515,35 @@ class EventLoop {
       set_interest(c, c.reading, true);
       return;
     }
-    if (got.status != IoStatus::done) {
-      // EOF or reset. A request with the handler or being written still gets its answer
-      // (a client may half-close after sending); otherwise the connection is done.
-      c.peer_closed = true;
-      if (c.phase == Phase::busy || c.phase == Phase::writing) {
-        set_interest(c, false, c.want_write);
-        return;
-      }
-      return close_connection(fd);
+    if (got.status == IoStatus::failed && s_.options.on_tls_failure) {
+      if (const auto why = c.io->handshake_failure(); !why.empty()) s_.options.on_tls_failure(why);
     }
-    if (c.phase == Phase::streaming) return;  // nothing more is read on a stream
+    if (got.status != IoStatus::done) return peer_ended(fd);  // EOF or reset
+    if (c.phase == Phase::streaming) {
+      if (got.ended) peer_ended(fd);
+      return;  // nothing more is read on a stream
+    }
     c.in.append(scratch_.data(), got.bytes);
     if (c.phase == Phase::busy || c.phase == Phase::writing) {
       if (c.in.size() > max_buffered_while_busy) set_interest(c, false, c.want_write);
+    } else {
+      process_input(c);
+    }
+    if (got.ended) peer_ended(fd);
+  }
+
+  // The peer ended the connection (EOF, reset, TLS close_notify), perhaps after what was just
+  // read: a request with the handler or being written still gets its answer (a client may
+  // half-close after sending), then the connection closes; anything else closes now.
+  void peer_ended(int fd) {
+    Connection* c = find(fd);
+    if (c == nullptr) return;
+    c->peer_closed = true;
+    if (c->phase == Phase::busy || c->phase == Phase::writing) {
+      set_interest(*c, false, c->want_write);
       return;
     }
-    process_input(c);
+    close_connection(fd);
   }
 
   // Advances the connection through what is buffered: at most one request at a time.

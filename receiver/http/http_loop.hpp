@@ -128,6 +128,9 @@ struct HttpLoopOptions {
   // HTTPS: the context for a new connection, asked once per accept (a SIGHUP may swap it; a
   // connection keeps the one it started with). Empty: plain HTTP.
   std::function<std::shared_ptr<const TlsContext>()> tls;
+  // HTTPS: called on a loop thread when a TLS handshake fails, with OpenSSL's reason
+  // (Transport::handshake_failure). Must be quick.
+  std::function<void(std::string_view reason)> on_tls_failure;
 };
 
 class HttpLoop {

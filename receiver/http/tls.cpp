@@ -78,9 +78,11 @@ class TlsTransport final : public Transport {
         continue;
       }
       const auto status = failure(n);
-      // Bytes first; an end after them shows again at the next read (the socket stays readable
-      // at EOF; OpenSSL repeats a fatal error).
-      return got > 0 ? IoResult{IoStatus::done, got} : IoResult{status, 0};
+      // Bytes first, and whether the connection ended after them: a close_notify already read
+      // from the socket does not make it readable again.
+      if (got == 0) return IoResult{status, 0, false};
+      return IoResult{IoStatus::done, got,
+                      status == IoStatus::closed || status == IoStatus::failed};
     }
     return {IoStatus::done, got};
   }
@@ -111,7 +113,8 @@ class TlsTransport final : public Transport {
   }
 
   IoStatus failure(int ret) {
-    switch (SSL_get_error(ssl_, ret)) {
+    const int error = SSL_get_error(ssl_, ret);
+    switch (error) {
       case SSL_ERROR_WANT_READ:
         return IoStatus::want_read;
       case SSL_ERROR_WANT_WRITE:
@@ -120,16 +123,25 @@ class TlsTransport final : public Transport {
         return IoStatus::closed;
       default:
         // A failed handshake (wrong version, no shared cipher, not TLS at all), a reset: no
-        // close_notify on a connection OpenSSL gave up on. The reason is not logged: the loop
-        // logs nothing per connection, and a port on the internet sees these all day.
+        // close_notify on a connection OpenSSL gave up on. A handshake's reason is kept for the
+        // loop's report (counted, and logged at a bounded rate by the receiver).
         broken_ = true;
+        if (error == SSL_ERROR_SSL && SSL_is_init_finished(ssl_) != 1) {
+          // A protocol failure, not a reset or an EOF (a port probe is no failure).
+          const unsigned long code = ERR_peek_last_error();
+          const char* reason = code != 0 ? ERR_reason_error_string(code) : nullptr;
+          handshake_failure_ = reason != nullptr ? reason : "protocol error";
+        }
         ERR_clear_error();
         return IoStatus::failed;
     }
   }
 
+  std::string_view handshake_failure() const override { return handshake_failure_; }
+
   SSL* ssl_;
   int fd_;
+  std::string_view handshake_failure_;  // OpenSSL's static text
   bool broken_ = false;
   bool notified_ = false;
 };

@@ -5,6 +5,7 @@
 // used by one loop thread at a time; it does not own the descriptor (the loop closes it).
 
 #include <cstddef>
+#include <string_view>
 
 namespace tdhook::receiver {
 
@@ -19,6 +20,10 @@ enum class IoStatus {
 struct IoResult {
   IoStatus status = IoStatus::done;
   std::size_t bytes = 0;
+  // done: the connection ended right after these bytes (TLS: a close_notify or an error read in
+  // the same call). The socket may never be readable again (a client that says close_notify and
+  // keeps TCP open), so the end comes with the bytes.
+  bool ended = false;
 };
 
 class Transport {
@@ -34,6 +39,10 @@ class Transport {
   // Before the loop closes the descriptor: TLS says close_notify once, when the connection is in
   // a state to (best effort, never blocks). Nothing for plain TCP.
   virtual void close_notify() {}
+  // After `failed`: why the TLS handshake failed, in OpenSSL's words ("unsupported protocol",
+  // "no shared cipher", "http request" ...); empty when the handshake was done or there is none.
+  // Never anything the client sent.
+  virtual std::string_view handshake_failure() const { return {}; }
 };
 
 // Plain TCP: recv/send on the descriptor.

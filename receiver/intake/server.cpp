@@ -398,7 +398,20 @@ struct HttpServer::Impl final : HttpHandler {
     options.workers = config.threads;
     options.max_connections = config.max_connections;
     // HTTPS: each new connection takes the context of the settings in force (SIGHUP swaps it).
-    if (!config.tls_cert.empty()) options.tls = [this] { return live.get()->tls; };
+    if (!config.tls_cert.empty()) {
+      options.tls = [this] { return live.get()->tls; };
+      // Counted; logged the 1st, 10th, 100th ... time for each reason (a port on the internet
+      // sees scanners all day: the log stays short, the count exact).
+      options.on_tls_failure = [this](std::string_view reason) {
+        const auto n = metrics.count_tls_failure(reason);
+        std::uint64_t power = 1;
+        while (power < n && power <= UINT64_MAX / 10) power *= 10;
+        if (power == n) {
+          log.warn("TLS handshake failed",
+                   LogFields().add("reason", reason).add("times", static_cast<std::int64_t>(n)));
+        }
+      };
+    }
     auto bound = HttpLoop::bind(options, *this);
     if (!bound) return std::move(bound).error();
     loop = std::move(*bound);
