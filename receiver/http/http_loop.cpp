@@ -201,6 +201,11 @@ bool ResponseStream::open() const {
   return !ended_ && !detached_;
 }
 
+std::size_t ResponseStream::pending() const {
+  std::lock_guard lock(mu_);
+  return pending_.size();
+}
+
 void ResponseStream::attach(std::function<void()> notify) {
   std::lock_guard lock(mu_);
   notify_ = std::move(notify);

@@ -64,6 +64,8 @@ class ResponseStream {
   void end();
   // False once the stream ended or its connection is gone.
   bool open() const;
+  // Bytes written and not yet taken by the loop (a producer may wait for 0 before writing more).
+  std::size_t pending() const;
 
   // For the loop: attaches the stream to a connection (`notify` is called, without the
   // stream's lock, when there is something to send); takes what waits; ends it from the loop's
