@@ -16,10 +16,12 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "store/admin.hpp"
 #include "store/log/log_store.hpp"
+#include "store/record.hpp"
 #include "support/files.hpp"
 #include "support/receiver_client.hpp"
 #include "support/receiver_process.hpp"
@@ -252,6 +254,109 @@ TEST_SUITE("admin") {
     auto after = remote.counts(std::nullopt);
     REQUIRE_FALSE(after.ok());
     CHECK(after.error().detail.find(s.socket.string()) != std::string::npos);
+  }
+
+  TEST_CASE(
+      "show carries a kept original as stored, byte for byte; RemoteStore reads it, and reads "
+      "none from an answer without it") {
+    OpenStore s;
+    const std::string body = R"({"hook":{"event":"lead.create"},"token":"eyJ.x.sig"})";
+    const std::string original = receiver::build_original(
+        {{"Content-Type", "application/json"}, {"x-hook-secret", "s3cr3t"}}, body);
+    // obs-text in a header value: the parser lets it through, JSON strings cannot carry it.
+    const std::string latin1 = receiver::build_original(
+        {{"x-hook-secret", "s3cr3t"}, {"User-Agent", "tiledesk \xe9t\xe9"}}, body);
+    auto with_original = [](std::string id, std::string kept) {
+      auto e = event(id, epoch_ms());
+      e.original = std::move(kept);
+      return e;
+    };
+    // f2 to f4: three lengths, for base64 with each padding.
+    const std::vector<std::pair<std::string, std::string>> kept = {
+        {"f1", original}, {"f2", latin1}, {"f3", latin1 + " "}, {"f4", latin1 + "  "}};
+    for (const auto& [id, bytes] : kept) {
+      REQUIRE(s.store->put(with_original(id, bytes)).outcome == receiver::PutOutcome::stored);
+    }
+    auto ask = [&](const std::string& line) {
+      return Json::parse(AdminServer::answer(*s.store, line));
+    };
+    const auto f1 = ask(R"({"op":"show","id":"f1"})");
+    REQUIRE(f1.at("ok") == true);
+    CHECK(f1.at("original") == original);
+    CHECK_FALSE(f1.contains("original_base64"));
+    const auto f2 = ask(R"({"op":"show","id":"f2"})");
+    REQUIRE(f2.at("ok") == true);
+    CHECK_FALSE(f2.contains("original"));
+    CHECK(f2.at("original_base64")
+              .get<std::string>()
+              .find_first_not_of(
+                  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") ==
+          std::string::npos);
+    const auto e1 = ask(R"({"op":"show","id":"e1"})");  // none kept
+    REQUIRE(e1.at("ok") == true);
+    CHECK_FALSE(e1.contains("original"));
+    CHECK_FALSE(e1.contains("original_base64"));
+
+    {
+      auto server = AdminServer::start(*s.store, s.socket, s.log);
+      REQUIRE_MESSAGE(server.ok(), server.error().detail);
+      RemoteStore remote(s.socket);
+      for (const auto& [id, bytes] : kept) {
+        CAPTURE(id);
+        auto shown = remote.show(id);
+        REQUIRE_MESSAGE(shown.ok(), shown.error().detail);
+        CHECK(shown->original == bytes);
+        CHECK(shown->original == s.store->show(id)->original);
+      }
+      auto none = remote.show("e1");
+      REQUIRE(none.ok());
+      CHECK(none->original.empty());
+    }
+
+    // A receiver that answers without the key (older than it), or with a broken one: one
+    // connection each, answered by hand.
+    for (const auto& [answer, readable] : std::vector<std::pair<Json, bool>>{
+             {Json::parse(AdminServer::answer(*s.store, R"({"op":"show","id":"e1"})")), true},
+             {[&] {
+                auto a = Json::parse(AdminServer::answer(*s.store, R"({"op":"show","id":"f1"})"));
+                a.erase("original");
+                return a;
+              }(),
+              true},
+             {[&] {
+                auto a = f2;
+                a["original_base64"] = "not base64!";
+                return a;
+              }(),
+              false}}) {
+      CAPTURE(answer.dump());
+      int listening = -1;
+      leave_stale_socket(s.socket, true, &listening);
+      std::string request;
+      std::thread old_receiver([&, line = answer.dump() + "\n"] {
+        pollfd p{listening, POLLIN, 0};
+        if (::poll(&p, 1, 10000) != 1) return;  // the client is gone: it failed already
+        const int fd = ::accept(listening, nullptr, nullptr);
+        if (fd < 0) return;
+        std::string rest;
+        request = read_line(fd, rest);
+        send_all(fd, line);
+        ::close(fd);
+      });
+      auto shown = RemoteStore(s.socket).show("f1");
+      old_receiver.join();
+      ::close(listening);
+      std::filesystem::remove(s.socket);
+      CHECK(Json::parse(request).at("op") == "show");
+      if (readable) {
+        REQUIRE_MESSAGE(shown.ok(), shown.error().detail);
+        CHECK(shown->original.empty());
+        CHECK(shown->record == answer.at("record").get<std::string>());
+      } else {
+        REQUIRE_FALSE(shown.ok());
+        CHECK(shown.error().detail.find("original_base64") != std::string::npos);
+      }
+    }
   }
 
   TEST_CASE(

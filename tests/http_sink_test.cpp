@@ -415,6 +415,103 @@ TEST_SUITE("http sink") {
     CHECK(seen.header("X-Tdhook-Attempt") == "2");
   }
 
+  TEST_CASE(
+      "tdhook spool show prints a forward: event's original, secret and token masked, through "
+      "the running receiver and with it stopped; an event no forward: sink took has none") {
+    TempDir dir;
+    HttpApp app;
+    REQUIRE(app.running());
+    const auto data = (dir / "data").string();
+    const auto file = dir / "events.ndjson";
+    const std::string body = event_now(10);
+    const std::string token = json::parse(body).at("token").get<std::string>();
+    REQUIRE(token.size() > 40);
+    const std::string signature = token.substr(token.rfind('.') + 1);
+    REQUIRE(signature.size() > 20);
+    std::string masked_body = body;
+    const auto token_at = masked_body.find('"' + token + '"');
+    REQUIRE(token_at != std::string::npos);
+    masked_body.replace(token_at, token.size() + 2,
+                        "\"(hidden: the token, " + std::to_string(token.size()) + " characters)\"");
+    // post_event's headers, in the order they are kept (record.hpp), the secret masked.
+    const std::string original =
+        "POST (the receiver's --path) HTTP/1.1\r\n"
+        "Content-Type: application/json\r\n"
+        "x-hook-secret: (hidden, " +
+        std::to_string(std::string(receiver_secret).size()) +
+        " characters)\r\n"
+        "User-Agent: tiledesk-webhooks\r\n"
+        "Origin: http://localhost:3000\r\n"
+        "\r\n" +
+        masked_body;
+    const std::string heading =
+        "original request (kept for forward: sinks; secret and token masked)\n";
+    // `tdhook spool show ID` and `--json`: neither holds the secret nor the token.
+    auto show = [&](const std::string& id) {
+      const auto human = run_tool(dir, {"spool", "--data-dir", data, "show", id});
+      const auto as_json = run_tool(dir, {"spool", "--data-dir", data, "show", id, "--json"});
+      REQUIRE_MESSAGE(human.code == 0, human.err);
+      REQUIRE_MESSAGE(as_json.code == 0, as_json.err);
+      for (const auto* run : {&human, &as_json}) {
+        CHECK(run->out.find(receiver_secret) == std::string::npos);
+        CHECK(run->out.find(token) == std::string::npos);
+        CHECK(run->out.find(signature) == std::string::npos);
+      }
+      return std::make_pair(human.out, json::parse(as_json.out));
+    };
+    auto check_forwarded = [&](const std::string& id) {
+      const auto [human, details] = show(id);
+      const auto at = human.find(heading + original + "\n\n");
+      CHECK_MESSAGE(at != std::string::npos, human);
+      CHECK(human.find("\"id\": \"" + id + "\"") < at);  // after the record
+      CHECK(at < human.find("SINK"));                    // before the deliveries
+      CHECK(details.at("original") == original);
+      CHECK(details.at("record").at("id") == id);
+    };
+    auto check_plain = [&](const std::string& id) {
+      const auto [human, details] = show(id);
+      CHECK(human.find("original request") == std::string::npos);
+      CHECK(human.find("x-hook-secret") == std::string::npos);
+      CHECK(human.find("\"id\": \"" + id + "\"") != std::string::npos);
+      CHECK(details.at("original").is_null());
+      CHECK(details.at("record").at("id") == id);
+    };
+
+    std::string forwarded;
+    {
+      ReceiverProcess rx(with(receiver_args(dir), {"--sink", "forward:" + app.url("/in")}));
+      REQUIRE(rx.wait_listening());
+      httplib::Client client("127.0.0.1", rx.port());
+      const auto res = post_event(client, "/", body, receiver_secret);
+      REQUIRE(res);
+      REQUIRE_MESSAGE(res->status == 200, res->body);
+      forwarded = json::parse(res->body).at("id").get<std::string>();
+      REQUIRE(poll_until([&] { return app.count() == 1; }));
+      CHECK(app.requests().at(0).header("x-hook-secret") == receiver_secret);  // kept whole
+      REQUIRE(fs::exists(dir / "data" / "admin.sock"));  // the tool asks the receiver
+      check_forwarded(forwarded);
+      rx.signal(SIGTERM);
+      REQUIRE(rx.wait_exit() == 0);
+    }
+    REQUIRE_FALSE(fs::exists(dir / "data" / "admin.sock"));  // the tool opens the store
+    check_forwarded(forwarded);
+
+    // Without a forward: sink nothing is kept beside the record.
+    std::string plain;
+    {
+      ReceiverProcess rx(with(receiver_args(dir), {"--sink", "file:" + file.string()}));
+      REQUIRE(rx.wait_listening());
+      plain = post(rx.port(), event_now(11));
+      REQUIRE(poll_until([&] { return count_lines_in(file) == 1; }));
+      REQUIRE(fs::exists(dir / "data" / "admin.sock"));
+      check_plain(plain);
+      check_forwarded(forwarded);  // kept across the restart
+      rx.signal(SIGTERM);
+      REQUIRE(rx.wait_exit() == 0);
+    }
+    check_plain(plain);
+  }
+
   TEST_CASE("--http-concurrency 4 has four requests in flight at once, never more") {
     TempDir dir;
     HttpApp app;

@@ -214,6 +214,92 @@ TEST_SUITE("spool") {
     CHECK(missing.err.find("nope") != std::string::npos);
   }
 
+  TEST_CASE(
+      "tdhook spool show prints a kept original as HTTP/1.1 text, the secret and the token "
+      "masked, and nothing of one it cannot read") {
+    FOR_BOTH_WAYS(served);
+    const std::string secret = "8d2e4c1a-secret-value";
+    const std::string token = "eyJhbGciOi.eyJwYXkiOjF9.c2lnbmF0dXJl";
+    const std::string body = R"({"timestamp":1,"payload":{"n":1},"token":")" + token + R"("})";
+    const std::string masked_body =
+        R"J({"timestamp":1,"payload":{"n":1},"token":"(hidden: the token, 36 characters)"})J";
+    TempDir dir;
+    const auto data = dir / "data";
+    Logger log{LogLevel::warn};
+    auto open = [&] {
+      LogStoreOptions options;
+      options.store.data_dir = data;
+      options.store.sinks = {"fwd"};
+      auto store = open_log_store(options, log);
+      REQUIRE_MESSAGE(store.ok(), store.error().detail);
+      return std::move(*store);
+    };
+    {
+      auto store = open();
+      auto kept = [&](const std::string& id, std::string original) {
+        auto e = event(id, "lead.create", now_ms(), {"fwd"});
+        e.original = std::move(original);
+        REQUIRE(store->put(std::move(e)).outcome == PutOutcome::stored);
+      };
+      // As build_original() (store/record.hpp) keeps it; a User-Agent with a byte that is not
+      // UTF-8 crosses the admin socket unchanged.
+      kept("fwd", "Content-Type: application/json\r\nx-hook-secret: " + secret +
+                      "\r\nUser-Agent: tiledesk \xe9\r\n\r\n" + body);
+      kept("torn", "x-hook-secret: " + secret);  // no end of the header: not what is stored
+      kept("plain", "");
+    }
+    std::unique_ptr<Store> held;
+    std::unique_ptr<AdminServer> admin;
+    if (served) {
+      held = open();
+      auto started = AdminServer::start(*held, admin_socket_path(data), log);
+      REQUIRE_MESSAGE(started.ok(), started.error().detail);
+      admin = std::move(*started);
+    }
+    auto show = [&](const std::string& id, bool json) {
+      std::vector<std::string> args{"--data-dir", data.string(), "show", id};
+      if (json) args.emplace_back("--json");
+      auto run = spool_tool(dir, args);
+      REQUIRE_MESSAGE(run.code == 0, run.err);
+      CHECK(run.out.find(secret) == std::string::npos);
+      CHECK(run.out.find(token) == std::string::npos);
+      CHECK(run.out.find("c2lnbmF0dXJl") == std::string::npos);  // the token's signature
+      return run.out;
+    };
+    const std::string head =
+        "POST (the receiver's --path) HTTP/1.1\r\n"
+        "Content-Type: application/json\r\n"
+        "x-hook-secret: (hidden, 21 characters)\r\n";
+
+    const auto human = show("fwd", false);
+    const auto record_at = human.find("\"event\": \"lead.create\"");
+    const auto original_at =
+        human.find("original request (kept for forward: sinks; secret and token masked)\n" + head +
+                   "User-Agent: tiledesk \xe9\r\n\r\n" + masked_body + "\n\n");
+    const auto sinks_at = human.find("SINK");
+    CHECK(record_at < original_at);
+    CHECK(original_at != std::string::npos);
+    CHECK(original_at < sinks_at);
+    CHECK(sinks_at != std::string::npos);
+    const auto json = nlohmann::json::parse(show("fwd", true));
+    // JSON text holds no stray byte: U+FFFD stands for it.
+    CHECK(json.at("original") == head + "User-Agent: tiledesk \xef\xbf\xbd\r\n\r\n" + masked_body);
+    CHECK(json.at("record").at("id") == "fwd");
+
+    const auto torn = show("torn", false);
+    CHECK(torn.find("original request: kept, but unreadable (36 bytes); not shown") !=
+          std::string::npos);
+    CHECK(torn.find("x-hook-secret") == std::string::npos);
+    CHECK(nlohmann::json::parse(show("torn", true)).at("original").is_null());
+
+    const auto plain = show("plain", false);
+    CHECK(plain.find("original request") == std::string::npos);
+    CHECK(plain.find("SINK") != std::string::npos);
+    const auto plain_json = nlohmann::json::parse(show("plain", true));
+    CHECK(plain_json.at("original").is_null());
+    CHECK(plain_json.at("record").at("id") == "plain");
+  }
+
   TEST_CASE("tdhook spool retry makes dead deliveries pending") {
     FOR_BOTH_WAYS(served);
     for (const bool by_id : {true, false}) {

@@ -22,6 +22,7 @@
 #include "base/log.hpp"
 #include "commands.hpp"
 #include "config/config.hpp"
+#include "inspect/views.hpp"
 #include "store/admin.hpp"
 #include "store/log/log_store.hpp"
 #include "store/nats/nats_store.hpp"
@@ -63,7 +64,6 @@ std::string one_line(std::string_view text, std::size_t max) {
   }
   return out;
 }
-
 
 // An ISO 8601 time, UTC unless it says otherwise: 2026-11-26, 2026-11-26T19:45,
 // 2026-11-26T19:45:04Z, 2026-11-26T19:45:04.5+02:00.
@@ -275,8 +275,26 @@ int run_ls(const SpoolArgs& args) {
   return 0;
 }
 
+// The receiver's --path is not kept with the original: the request line says so.
+constexpr std::string_view kUnknownPath = "(the receiver's --path)";
+
+// The original request kept for forward: sinks, as HTTP/1.1 text with the x-hook-secret value
+// and the body's token masked (the inspector's raw download); nullopt when none is kept, or when
+// what is kept cannot be read (then nothing of it is shown, since it holds the secret).
+std::optional<std::string> masked_original(const Details& details) {
+  if (details.original.empty()) return std::nullopt;
+  return receiver::inspect::raw_original(details.original, kUnknownPath);
+}
+
 void print_details(const Details& details) {
   std::cout << pretty_record(details.record) << "\n\n";
+  if (const auto original = masked_original(details)) {
+    std::cout << "original request (kept for forward: sinks; secret and token masked)\n"
+              << *original << (original->ends_with('\n') ? "\n" : "\n\n");
+  } else if (!details.original.empty()) {
+    std::cout << "original request: kept, but unreadable (" << details.original.size()
+              << " bytes); not shown\n\n";
+  }
   Table deliveries({"SINK", "STATE", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR"});
   for (const auto& d : details.deliveries) {
     deliveries.add({d.sink, std::string(to_string(d.state)), std::to_string(d.attempts),
@@ -300,6 +318,8 @@ Json details_json(const Details& details) {
   Json out;
   auto record = Json::parse(details.record, nullptr, false);
   out["record"] = record.is_discarded() ? Json(details.record) : record;
+  const auto original = masked_original(details);
+  out["original"] = original ? Json(*original) : Json(nullptr);
   out["deliveries"] = Json::array();
   for (const auto& d : details.deliveries) out["deliveries"].push_back(info_json(d));
   out["attempts"] = Json::array();
@@ -323,7 +343,8 @@ int run_show(const SpoolArgs& args) {
     return fail(missing ? kNotFound : kUsage, details.error().detail);
   }
   if (args.json) {
-    std::cout << details_json(*details).dump(2) << "\n";
+    // Header values kept in the original may hold bytes that are not UTF-8.
+    std::cout << details_json(*details).dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
   } else {
     print_details(*details);
   }

@@ -9,11 +9,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
 #include <initializer_list>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 #include <vector>
 
@@ -140,6 +142,64 @@ Json error_answer(const Error& e) {
   return Json{{"ok", false}, {"code", std::string(to_string(e.code))}, {"error", e.detail}};
 }
 
+// ---- the original's bytes ------------------------------------------------------------------
+
+// Whether `s` is UTF-8 throughout, so that it travels as a JSON string unchanged.
+bool is_utf8(std::string_view s) noexcept {
+  for (std::size_t i = 0; i < s.size();) {
+    if (static_cast<unsigned char>(s[i]) < 0x80) {
+      ++i;
+      continue;
+    }
+    const auto len = utf8_sequence_length(s, i);
+    if (len == 0) return false;
+    i += len;
+  }
+  return true;
+}
+
+constexpr char kBase64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+// RFC 4648 base64, padded.
+std::string base64_encode(std::string_view bytes) {
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  for (std::size_t i = 0; i < bytes.size(); i += 3) {
+    const std::size_t n = std::min<std::size_t>(3, bytes.size() - i);
+    std::uint32_t v = 0;
+    for (std::size_t k = 0; k < 3; ++k) {
+      v = (v << 8) | (k < n ? static_cast<unsigned char>(bytes[i + k]) : 0U);
+    }
+    for (std::size_t k = 0; k < 4; ++k) {
+      out += k <= n ? kBase64[(v >> (18 - 6 * k)) & 0x3fU] : '=';
+    }
+  }
+  return out;
+}
+
+// The bytes of padded base64 text; nullopt when it is not that.
+std::optional<std::string> base64_decode(std::string_view text) {
+  if (text.size() % 4 != 0) return std::nullopt;
+  std::string out;
+  out.reserve(text.size() / 4 * 3);
+  for (std::size_t i = 0; i < text.size(); i += 4) {
+    std::uint32_t v = 0;
+    std::size_t pad = 0;
+    for (std::size_t k = 0; k < 4; ++k) {
+      const char c = text[i + k];
+      const char* at = c == '\0' ? nullptr : std::strchr(kBase64, c);
+      if (c == '=' && i + 4 == text.size() && k >= 2) {
+        ++pad;
+      } else if (at == nullptr || pad > 0) {
+        return std::nullopt;
+      }
+      v = (v << 6) | (at != nullptr ? static_cast<std::uint32_t>(at - kBase64) : 0U);
+    }
+    for (std::size_t k = 0; k < 3 - pad; ++k) out += static_cast<char>((v >> (16 - 8 * k)) & 0xffU);
+  }
+  return out;
+}
+
 // The answer to one parsed request, or the error to send.
 Result<Json> serve(Store& store, const Json& req, const Logger* log) {
   if (!req.is_object()) return bad_request("not a JSON object");
@@ -205,6 +265,15 @@ Result<Json> serve(Store& store, const Json& req, const Logger* log) {
                                  {"finished_at_ms", a.finished_at_ms},
                                  {"ok", a.ok},
                                  {"error", a.error}});
+    }
+    // As stored, secret and token included: the socket is the service user's, as the store
+    // files are. A header value with bytes that are not UTF-8 would not survive a JSON string.
+    if (!details->original.empty()) {
+      if (is_utf8(details->original)) {
+        out["original"] = details->original;
+      } else {
+        out["original_base64"] = base64_encode(details->original);
+      }
     }
     return out;
   }
@@ -667,6 +736,14 @@ Result<Details> RemoteStore::show(const std::string& delivery_id) {
       at.ok = j.at("ok").get<bool>();
       at.error = j.at("error").get<std::string>();
       d.attempts.emplace_back(j.at("sink").get<std::string>(), std::move(at));
+    }
+    // Neither key: none kept, or a receiver older than the key.
+    if (const auto o = a.find("original"); o != a.end() && !o->is_null()) {
+      d.original = o->get<std::string>();
+    } else if (const auto b = a.find("original_base64"); b != a.end() && !b->is_null()) {
+      auto bytes = base64_decode(b->get<std::string>());
+      if (!bytes) throw std::runtime_error("\"original_base64\" is not base64");
+      d.original = std::move(*bytes);
     }
     return d;
   });

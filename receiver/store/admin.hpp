@@ -11,7 +11,8 @@
 //   {"op":"list","state":"dead","event":"request.*","sink":"s","since_ms":1,"until_ms":2,
 //    "limit":100}                                  -> {"ok":true,"deliveries":[info...]}
 //   {"op":"show","id":"D"}                         -> {"ok":true,"record":"...","deliveries":
-//                                                      [info...],"attempts":[attempt...]}
+//                                                      [info...],"attempts":[attempt...],
+//                                                      "original":"..."}
 //   {"op":"retry","id":"D"} / {"op":"retry","all_dead":true}   -> {"ok":true,"count":N}
 //   {"op":"purge","older_than_ms":T}               -> {"ok":true,"count":N}
 //   {"op":"counts","sink":"s"} (sink optional)     -> {"ok":true,"pending":N,"delivered":N,
@@ -20,7 +21,11 @@
 // since the epoch, as the Store takes it). Every filter key of list is optional. A failure is
 // {"ok":false,"code":"<ErrorCode name>","error":"<detail>"}: the Error's code and detail as the
 // store gave them, so that is_not_found() holds on the client side too. The record travels as
-// a JSON string, byte for byte.
+// a JSON string, byte for byte. So does the original request kept for forward: sinks
+// (Details::original, as stored: secret and token unmasked, like the store files the socket's
+// user can read anyway), present only when one is kept; one that is not UTF-8 throughout (a
+// header value with obs-text bytes) comes as "original_base64" (RFC 4648, padded) instead. A
+// client reads neither key as none kept (a receiver older than the key sends neither).
 //   info:    {"id","sink","event","project_id","timestamp_ms","received_at_ms","state",
 //             "attempts","next_attempt_at_ms","last_error"}
 //   attempt: {"sink","number","started_at_ms","finished_at_ms","ok","error"}
