@@ -14,10 +14,12 @@
 #include <chrono>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "basic_auth.hpp"
 #include "http/http_parser.hpp"
 
 using namespace std::chrono_literals;
@@ -174,6 +176,8 @@ TEST_SUITE("delivery") {
     CHECK(t->path == "/hooks/tiledesk?x=1");
     CHECK(t->host_header == "crm.example:8080");
     CHECK(t->authorization == "Basic dXNlcjpwQHNz");  // user:p@ss
+    CHECK(parse_target("http://ab:c@h/")->authorization == "Basic YWI6Yw==");
+    CHECK(parse_target("http://u:pwd@h/")->authorization == "Basic dTpwd2Q=");
 
     auto tls = parse_target("https://crm.example:443");
     REQUIRE(tls.ok());
@@ -192,6 +196,38 @@ TEST_SUITE("delivery") {
                             "http://host:12a/", "crm.example/hook", "http://h/a b"}) {
       CAPTURE(bad);
       CHECK_FALSE(parse_target(bad).ok());
+    }
+  }
+
+  TEST_CASE("Basic auth's base64: standard alphabet, '=' padding, EVP_DecodeBlock's checks") {
+    using tdhook::tools::base64_decode;
+    using tdhook::tools::base64_encode;
+    using Bytes = std::optional<std::string>;
+    const std::vector<std::pair<std::string, std::string>> vectors = {
+        {"a", "YQ=="},
+        {"ab", "YWI="},
+        {"abc", "YWJj"},
+        {"user:p@ss", "dXNlcjpwQHNz"},
+        {"user:password", "dXNlcjpwYXNzd29yZA=="},
+        {"\xfb\xff", "+/8="},
+        {"\xfb\xef\xbe\xff\xff\xff", "++++////"},
+        {std::string("a\0b", 3), "YQBi"},
+    };
+    for (const auto& [bytes, text] : vectors) {
+      CAPTURE(text);
+      CHECK(base64_encode(bytes) == text);
+      CHECK(base64_decode(text) == Bytes(bytes));
+    }
+    CHECK(base64_encode("").empty());
+    for (const char* bad : {"", "YQ", "YQ=", "YWJjY", "-_8=", "YW_j", "YW\xc3\xa9"}) {
+      CAPTURE(bad);
+      CHECK_FALSE(base64_decode(bad));
+    }
+    std::string bytes;
+    for (int i = 0; i < 100; ++i) {
+      bytes.push_back(static_cast<char>(i * 53 + 7));
+      CAPTURE(i);
+      CHECK(base64_decode(base64_encode(bytes)) == Bytes(bytes));
     }
   }
 

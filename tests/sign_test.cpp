@@ -10,9 +10,11 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 
+#include <algorithm>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -21,6 +23,7 @@
 #include "base64.hpp"
 #include "js_json.hpp"
 #include "tdhook/sign.hpp"
+#include "tdhook/token.hpp"
 #include "tdhook/verify.hpp"
 
 namespace {
@@ -410,6 +413,182 @@ TEST_SUITE("sign") {
       REQUIRE_MESSAGE(event.ok(), event.error().detail);
       CHECK(event->hook().event + ".json" == entry.sample);
       CHECK(event->timestamp() == timestamp);
+    }
+  }
+}
+
+namespace {
+
+// HMAC-SHA256 by OpenSSL directly, not through the library.
+std::string openssl_hs256(const std::string& key, const std::string& data) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  size_t len = 0;
+  REQUIRE(EVP_Q_mac(nullptr, "HMAC", nullptr, "SHA256", nullptr, key.data(), key.size(),
+                    reinterpret_cast<const unsigned char*>(data.data()), data.size(), out,
+                    sizeof out, &len) != nullptr);
+  return std::string(reinterpret_cast<char*>(out), len);
+}
+
+const std::string kTokenHook = R"({"_id":"65ae3debc91f04aa2e3a10fd","event":"lead.create",)"
+                               R"("id_project":"5b55e806c93dde00143163dd"})";
+
+// What Tiledesk's claims are for kTokenHook issued at `iat`: the hook's members, then iat, aud,
+// iss, sub.
+std::string claims_for(std::int64_t iat) {
+  return R"({"_id":"65ae3debc91f04aa2e3a10fd","event":"lead.create",)"
+         R"("id_project":"5b55e806c93dde00143163dd","iat":)" +
+         std::to_string(iat) +
+         R"(,"aud":"https://tiledesk.com/subscriptions/65ae3debc91f04aa2e3a10fd",)"
+         R"("iss":"https://tiledesk.com","sub":"subscription"})";
+}
+
+}  // namespace
+
+TEST_SUITE("token") {
+  TEST_CASE("decode_token gives a signed token's header, claims and signature bytes") {
+    const std::string secret = "0b5e3f0e-1111-4222-8333-444455556666";
+    // An iat whose HS256 signature has both '-' and '_' in base64url ('+' and '/' in base64's
+    // standard alphabet), so that the decoder's two characters that differ from it are used.
+    std::int64_t iat = 1707142867;
+    std::string token;
+    for (;; ++iat) {
+      const auto signed_token = tdhook::sign_token(kTokenHook, iat, {Algorithm::hs256, secret});
+      REQUIRE(signed_token.ok());
+      token = *signed_token;
+      const auto signature = token.substr(token.rfind('.') + 1);
+      if (signature.find('-') != std::string::npos && signature.find('_') != std::string::npos)
+        break;
+      REQUIRE(iat < 1707142867 + 1000);
+    }
+    CAPTURE(iat);
+    const auto decoded = tdhook::decode_token(token);
+    REQUIRE_MESSAGE(decoded.ok(), decoded.error().detail);
+    CHECK(decoded->header == R"({"alg":"HS256","typ":"JWT"})");
+    CHECK(decoded->claims == claims_for(iat));
+    // The 32 bytes OpenSSL computes (43 characters, the last one's low 2 bits unused).
+    CHECK(decoded->signature == openssl_hs256(secret, token.substr(0, token.rfind('.'))));
+    // The parts encode back to the token.
+    CHECK(tdhook::detail::base64url_encode(decoded->header) + "." +
+              tdhook::detail::base64url_encode(decoded->claims) + "." +
+              tdhook::detail::base64url_encode(decoded->signature) ==
+          token);
+    // Part by part, the same.
+    const auto parts = split_token(token);
+    REQUIRE(parts.size() == 3);
+    CHECK(tdhook::base64url_decode(parts[0]) == std::optional<std::string>(decoded->header));
+    CHECK(tdhook::base64url_decode(parts[1]) == std::optional<std::string>(decoded->claims));
+    CHECK(tdhook::base64url_decode(parts[2]) == std::optional<std::string>(decoded->signature));
+    // The same part in base64's standard alphabet is not base64url.
+    std::string standard = parts[2];
+    std::replace(standard.begin(), standard.end(), '-', '+');
+    std::replace(standard.begin(), standard.end(), '_', '/');
+    CHECK_FALSE(tdhook::base64url_decode(standard));
+    const auto refused = tdhook::decode_token(parts[0] + "." + parts[1] + "." + standard);
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error().code == ErrorCode::token_malformed);
+    CHECK(refused.error().detail == "the token's signature (part 3) is not base64url");
+  }
+
+  TEST_CASE("decode_token verifies nothing: a forged signature and alg none decode too") {
+    const auto token = tdhook::sign_token(kTokenHook, 1707142867, {Algorithm::hs256, "one"});
+    REQUIRE(token.ok());
+    const auto parts = split_token(*token);
+    REQUIRE(parts.size() == 3);
+    // Another signature of the same length (a forgery) still decodes.
+    std::string forged = parts[2];
+    forged[0] = forged[0] == 'A' ? 'B' : 'A';
+    const auto decoded = tdhook::decode_token(parts[0] + "." + parts[1] + "." + forged);
+    REQUIRE(decoded.ok());
+    CHECK(decoded->claims == claims_for(1707142867));
+    CHECK(decoded->signature == tdhook::base64url_decode(forged));
+    CHECK(decoded->signature != openssl_hs256("one", parts[0] + "." + parts[1]));
+    // alg none: an empty signature.
+    const std::string none_header = R"({"alg":"none","typ":"JWT"})";
+    const auto none =
+        tdhook::decode_token(tdhook::detail::base64url_encode(none_header) + "." + parts[1] + ".");
+    REQUIRE(none.ok());
+    CHECK(none->header == none_header);
+    CHECK(none->signature.empty());
+    // Header and claims that are not JSON are given as they are.
+    const auto text = tdhook::decode_token("bm90IGpzb24.AP8.");
+    REQUIRE(text.ok());
+    CHECK(text->header == "not json");
+    CHECK(text->claims == std::string("\0\xff", 2));
+    // An ECDSA signature: raw R||S, 64 bytes.
+    const auto es256 = tdhook::sign_token(kTokenHook, 1707142867,
+                                          {Algorithm::es256, key_pem("es256-private.pem")});
+    REQUIRE(es256.ok());
+    const auto es = tdhook::decode_token(*es256);
+    REQUIRE(es.ok());
+    CHECK(es->header == R"({"alg":"ES256","typ":"JWT"})");
+    CHECK(es->signature.size() == 64);
+  }
+
+  TEST_CASE("decode_token refuses what is not three base64url parts, naming the part") {
+    const std::string header = "eyJhbGciOiJIUzI1NiJ9";  // {"alg":"HS256"}
+    const std::string claims = "eyJhIjoxfQ";            // {"a":1}
+    struct Case {
+      std::string token, detail;
+    };
+    const std::vector<Case> cases = {
+        {"", "the token is not three parts separated by dots: it has 1"},
+        {header, "the token is not three parts separated by dots: it has 1"},
+        {header + "." + claims, "the token is not three parts separated by dots: it has 2"},
+        {header + "." + claims + ".c2ln.c2ln",
+         "the token is not three parts separated by dots: it has 4"},
+        {header + "." + claims + ".c2ln.",
+         "the token is not three parts separated by dots: it has 4"},
+        // Padding, which base64url in a JWS never has.
+        {header + "." + "eyJhIjoxfQ==" + ".c2ln", "the token's claims (part 2) is not base64url"},
+        {"eyJhbGciOiJIUzI1NiJ9=." + claims + ".c2ln",
+         "the token's header (part 1) is not base64url"},
+        // '+' and '/': base64's standard alphabet.
+        {header + ".ey+/." + "c2ln", "the token's claims (part 2) is not base64url"},
+        // A length of 4k+1 is no encoding of any bytes.
+        {header + "." + claims + ".c2lnb", "the token's signature (part 3) is not base64url"},
+        {header + "." + claims + ".c2lnc2lnc", "the token's signature (part 3) is not base64url"},
+        // Whitespace, and a last character with bits set that no encoder sets.
+        {header + " ." + claims + ".c2ln", "the token's header (part 1) is not base64url"},
+        {header + "." + "eyJhIjoxfR" + ".c2ln", "the token's claims (part 2) is not base64url"},
+    };
+    for (const auto& c : cases) {
+      CAPTURE(c.token);
+      const auto decoded = tdhook::decode_token(c.token);
+      REQUIRE_FALSE(decoded.ok());
+      CHECK(decoded.error().code == ErrorCode::token_malformed);
+      CHECK(decoded.error().detail == c.detail);
+    }
+    // Empty parts decode to empty text (the Verifier refuses them, the decoder shows them).
+    const auto empty = tdhook::decode_token("..");
+    REQUIRE(empty.ok());
+    CHECK(empty->header.empty());
+    CHECK(empty->claims.empty());
+    CHECK(empty->signature.empty());
+  }
+
+  TEST_CASE("base64url_decode is strict base64url without padding") {
+    using tdhook::base64url_decode;
+    using Text = std::optional<std::string>;
+    CHECK(base64url_decode("eyJhIjoxfQ") == Text("{\"a\":1}"));
+    CHECK(base64url_decode("") == Text(""));
+    CHECK(base64url_decode("YQ") == Text("a"));
+    CHECK(base64url_decode("YWI") == Text("ab"));
+    CHECK(base64url_decode("YWJj") == Text("abc"));
+    CHECK(base64url_decode("-_8") == Text("\xfb\xff"));
+    CHECK(base64url_decode("__--") == Text("\xff\xff\xbe"));
+    for (const char* bad :
+         {"ey+/", "+_8", "-/8", "YQ==", "YWI=", "eyJhIjoxfQ==", "=", "Y", "YWJjZ", "YWJjZGVmZ",
+          "YR", "YWJ", "YW Jj", "YWJj\n", " YWJj", "YW.Jj", "YWJj\xc3\xa9"}) {
+      CAPTURE(bad);
+      CHECK_FALSE(base64url_decode(bad));
+    }
+    CHECK_FALSE(base64url_decode(std::string("YW\0j", 4)));
+    // Lengths 0 to 299, every byte value.
+    std::string bytes;
+    for (int i = 0; i < 300; ++i) {
+      CAPTURE(i);
+      CHECK(base64url_decode(tdhook::detail::base64url_encode(bytes)) == Text(bytes));
+      bytes.push_back(static_cast<char>(i * 37 + 11));
     }
   }
 }

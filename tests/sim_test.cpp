@@ -119,6 +119,20 @@ TEST_SUITE("sim.api") {
     auto upper = sim.client(false);
     upper->set_basic_auth("USER", "password");  // e-mails are lowercased by Tiledesk
     CHECK(upper->Get(path.c_str())->status == 200);
+    // The header as written: base64 of user:password, '=' padded; the scheme in any case.
+    for (const auto& [header, status] :
+         std::vector<std::pair<std::string, int>>{{"Basic dXNlcjpwYXNzd29yZA==", 200},
+                                                  {"basic  dXNlcjpwYXNzd29yZA== ", 200},
+                                                  {"Basic dXNlcjpwYXNzd29yZA", 401},
+                                                  {"Basic dXNlcjpwYXNzd29yZA=", 401},
+                                                  {"Basic dXNlcjpwYXNzd29yZA-=", 401},
+                                                  {"Bearer dXNlcjpwYXNzd29yZA==", 401}}) {
+      CAPTURE(header);
+      auto raw = sim.client(false);
+      const auto res = raw->Get(path.c_str(), httplib::Headers{{"Authorization", header}});
+      REQUIRE(res);
+      CHECK(res->status == status);
+    }
     CHECK(
         sim.client()
             ->Post(("/_sim/" + std::string(project_a) + "/fire").c_str(), "{}", "application/json")

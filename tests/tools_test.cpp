@@ -437,6 +437,37 @@ TEST_SUITE("tdhook send") {
     CHECK(run.out.find("{\n  \"operators\": [\n") != std::string::npos);
   }
 
+  TEST_CASE("send turns the URL's user:password into the exact Basic Authorization header") {
+    TempDir dir;
+    std::mutex mutex;
+    std::vector<std::string> seen;
+    TestServer server([&](const httplib::Request& req, httplib::Response& res) {
+      const std::lock_guard lock(mutex);
+      seen.push_back(req.get_header_value("Authorization"));
+      res.set_content("{}", "application/json");
+    });
+    write_file(dir / "secret", std::string(kSecret) + "\n");
+    // Percent-decoded first; base64 with '=' padding (two, one, none) and '+' and '/'.
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"u:pwd", "Basic dTpwd2Q="},
+        {"ab:c", "Basic YWI6Yw=="},
+        {"user:p%40ss", "Basic dXNlcjpwQHNz"},
+        {"%FB%FF:%FF", "Basic +/86/w=="},
+    };
+    for (const auto& [userinfo, expected] : cases) {
+      CAPTURE(userinfo);
+      const std::string url = server.url();
+      const auto to = "http://" + userinfo + "@" + url.substr(std::string("http://").size());
+      const auto run = run_tool(dir, {"send", "--to", to, "--event", "lead.create", "--secret-file",
+                                      (dir / "secret").string()});
+      CAPTURE(run.err);
+      CHECK(run.exit_status == 0);
+      const std::lock_guard lock(mutex);
+      REQUIRE_FALSE(seen.empty());
+      CHECK(seen.back() == expected);
+    }
+  }
+
   TEST_CASE("each --tamper produces the rejection it names at a verifying receiver") {
     TempDir dir;
     const auto verifier = make_verifier(kSecret);

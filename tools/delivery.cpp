@@ -20,30 +20,18 @@
 #include <httplib.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <openssl/evp.h>
 #include <sys/uio.h>
 
+#include "basic_auth.hpp"
 #include "http_request.hpp"
 
 namespace tdhook::tools {
-namespace {
-
-std::string base64(std::string_view bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(bytes.data()),
-                                static_cast<int>(bytes.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
-
-}  // namespace
 
 Result<Target> parse_target(std::string_view url) {
   auto parsed = receiver::parse_url(url);
   if (!parsed) return std::move(parsed).error();
   Target t{std::move(*parsed), {}};
-  if (t.has_userinfo) t.authorization = "Basic " + base64(t.user + ":" + t.password);
+  if (t.has_userinfo) t.authorization = "Basic " + base64_encode(t.user + ":" + t.password);
   return t;
 }
 

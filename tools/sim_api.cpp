@@ -2,12 +2,13 @@
 
 #include <httplib.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <cctype>
 #include <fstream>
 #include <sstream>
+
+#include "basic_auth.hpp"
 
 namespace tdhook::tools::sim {
 
@@ -35,20 +36,6 @@ void reply(httplib::Response& res, int status, const Json& body) {
 
 void reply_msg(httplib::Response& res, int status, const std::string& msg) {
   reply(res, status, Json{{"success", false}, {"msg", msg}});
-}
-
-std::optional<std::string> base64_decode(const std::string& in) {
-  if (in.empty() || in.size() % 4 != 0) return std::nullopt;
-  std::string out(in.size() / 4 * 3, '\0');
-  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(in.data()),
-                                static_cast<int>(in.size()));
-  if (n < 0) return std::nullopt;
-  std::size_t pad = 0;
-  if (in.back() == '=') ++pad;
-  if (in.size() > 1 && in[in.size() - 2] == '=') ++pad;
-  out.resize(static_cast<std::size_t>(n) - pad);
-  return out;
 }
 
 std::string percent_decode(const std::string& s) {

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "store/record.hpp"
+#include "tdhook/token.hpp"
 
 namespace tdhook::receiver::inspect {
 namespace {
@@ -280,8 +281,10 @@ CheckResult run_checks(std::string_view reason, int status, const ViewContext& c
 
 // --- the token -----------------------------------------------------------------------------------
 
+// A part of the token decoded on its own (tdhook/token.hpp), so that a damaged part does not hide
+// the others.
 Json decoded_part(std::string_view part) {
-  auto bytes = base64url_decode(part);
+  auto bytes = tdhook::base64url_decode(part);
   if (!bytes) return Json{{"error", "not base64url"}};
   if (auto value = parse_json(*bytes); value && value->is_object()) return *value;
   Json out;
@@ -457,30 +460,6 @@ bool json_depth_within(std::string_view text, int max_depth) noexcept {
     }
   }
   return true;
-}
-
-std::optional<std::string> base64url_decode(std::string_view text) {
-  std::string out;
-  out.reserve(text.size() * 3 / 4);
-  std::uint32_t buffer = 0;
-  int bits = 0;
-  for (const char c : text) {
-    int v = -1;
-    if (c >= 'A' && c <= 'Z') v = c - 'A';
-    if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
-    if (c >= '0' && c <= '9') v = c - '0' + 52;
-    if (c == '-') v = 62;
-    if (c == '_') v = 63;
-    if (c == '=') break;
-    if (v < 0) return std::nullopt;
-    buffer = (buffer << 6) | static_cast<std::uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((buffer >> bits) & 0xff));
-    }
-  }
-  return out;
 }
 
 std::string body_without_token(std::string_view body) {

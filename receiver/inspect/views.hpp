@@ -48,8 +48,6 @@ bool is_sensitive_header(std::string_view name) noexcept;
 
 // Whether `text` nests arrays and objects no deeper than `max_depth` (strings skipped).
 bool json_depth_within(std::string_view text, int max_depth) noexcept;
-// Strict base64url (no padding needed); nullopt on a character outside the alphabet.
-std::optional<std::string> base64url_decode(std::string_view text);
 // The body with its top-level "token" string replaced by masked(token); as is otherwise.
 std::string body_without_token(std::string_view body);
 

@@ -6,4 +6,5 @@
 #include "tdhook/pattern.hpp"
 #include "tdhook/result.hpp"
 #include "tdhook/sign.hpp"
+#include "tdhook/token.hpp"
 #include "tdhook/verify.hpp"
