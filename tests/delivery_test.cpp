@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "basic_auth.hpp"
+#include "base/base64.hpp"
 #include "http/http_parser.hpp"
 
 using namespace std::chrono_literals;
@@ -200,8 +200,8 @@ TEST_SUITE("delivery") {
   }
 
   TEST_CASE("Basic auth's base64: standard alphabet, '=' padding, EVP_DecodeBlock's checks") {
-    using tdhook::tools::base64_decode;
-    using tdhook::tools::base64_encode;
+    using tdhook::receiver::base64_decode;
+    using tdhook::receiver::base64_encode;
     using Bytes = std::optional<std::string>;
     const std::vector<std::pair<std::string, std::string>> vectors = {
         {"a", "YQ=="},

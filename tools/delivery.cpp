@@ -22,7 +22,7 @@
 #include <netinet/tcp.h>
 #include <sys/uio.h>
 
-#include "basic_auth.hpp"
+#include "base/base64.hpp"
 #include "http_request.hpp"
 
 namespace tdhook::tools {
@@ -31,7 +31,8 @@ Result<Target> parse_target(std::string_view url) {
   auto parsed = receiver::parse_url(url);
   if (!parsed) return std::move(parsed).error();
   Target t{std::move(*parsed), {}};
-  if (t.has_userinfo) t.authorization = "Basic " + base64_encode(t.user + ":" + t.password);
+  if (t.has_userinfo)
+    t.authorization = "Basic " + receiver::base64_encode(t.user + ":" + t.password);
   return t;
 }
 

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "basic_auth.hpp"
+#include "base/base64.hpp"
 
 namespace tdhook::tools::sim {
 
@@ -196,7 +196,7 @@ struct SimServer::Impl {
 
   std::optional<std::string> authenticate(const std::string& header) const {
     if (lower(header.substr(0, 6)) != "basic ") return std::nullopt;
-    auto decoded = base64_decode(trim(header.substr(6)));
+    auto decoded = receiver::base64_decode(trim(header.substr(6)));
     if (!decoded) return std::nullopt;
     auto user = parse_user(*decoded);
     if (!user) return std::nullopt;

@@ -19,6 +19,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "base/base64.hpp"
 #include "tdhook/pattern.hpp"
 
 namespace tdhook::receiver {
@@ -156,48 +157,6 @@ bool is_utf8(std::string_view s) noexcept {
     i += len;
   }
   return true;
-}
-
-constexpr char kBase64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-// RFC 4648 base64, padded.
-std::string base64_encode(std::string_view bytes) {
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  for (std::size_t i = 0; i < bytes.size(); i += 3) {
-    const std::size_t n = std::min<std::size_t>(3, bytes.size() - i);
-    std::uint32_t v = 0;
-    for (std::size_t k = 0; k < 3; ++k) {
-      v = (v << 8) | (k < n ? static_cast<unsigned char>(bytes[i + k]) : 0U);
-    }
-    for (std::size_t k = 0; k < 4; ++k) {
-      out += k <= n ? kBase64[(v >> (18 - 6 * k)) & 0x3fU] : '=';
-    }
-  }
-  return out;
-}
-
-// The bytes of padded base64 text; nullopt when it is not that.
-std::optional<std::string> base64_decode(std::string_view text) {
-  if (text.size() % 4 != 0) return std::nullopt;
-  std::string out;
-  out.reserve(text.size() / 4 * 3);
-  for (std::size_t i = 0; i < text.size(); i += 4) {
-    std::uint32_t v = 0;
-    std::size_t pad = 0;
-    for (std::size_t k = 0; k < 4; ++k) {
-      const char c = text[i + k];
-      const char* at = c == '\0' ? nullptr : std::strchr(kBase64, c);
-      if (c == '=' && i + 4 == text.size() && k >= 2) {
-        ++pad;
-      } else if (at == nullptr || pad > 0) {
-        return std::nullopt;
-      }
-      v = (v << 6) | (at != nullptr ? static_cast<std::uint32_t>(at - kBase64) : 0U);
-    }
-    for (std::size_t k = 0; k < 3 - pad; ++k) out += static_cast<char>((v >> (16 - 8 * k)) & 0xffU);
-  }
-  return out;
 }
 
 // The answer to one parsed request, or the error to send.

@@ -1,8 +1,8 @@
-#include "basic_auth.hpp"
+#include "base/base64.hpp"
 
 #include <openssl/evp.h>
 
-namespace tdhook::tools {
+namespace tdhook::receiver {
 
 std::string base64_encode(std::string_view bytes) {
   std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
@@ -27,4 +27,4 @@ std::optional<std::string> base64_decode(std::string_view text) {
   return out;
 }
 
-}  // namespace tdhook::tools
+}  // namespace tdhook::receiver
