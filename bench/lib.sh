@@ -16,7 +16,8 @@ b_die() {
 # b_setup ROOT: checks the tools, installs wrk, webhook (Debian) and express + jsonwebtoken
 # (npm install of bench/package.json in B_CACHE, outside the project), compiles the raw floor
 # (bench/rawfloor.cpp) once. Everything the benchmarks use is in bench/ and samples/ of the project.
-# Sets B_BENCH, B_SAMPLE, B_CACHE, B_MODS, B_RAWFLOOR, B_SINKWAIT (bench/sinkwait.cpp).
+# Sets B_BENCH, B_SAMPLE, B_CACHE, B_MODS, B_RAWFLOOR, B_SINKWAIT (bench/sinkwait.cpp), B_SINKAPP
+# (bench/sinkapp.cpp, the app the http sinks deliver to).
 b_setup() {
   local root=$1
   B_BENCH=$root/bench
@@ -39,8 +40,9 @@ b_setup() {
   B_MODS=$B_CACHE/node_modules
   B_RAWFLOOR=$B_CACHE/rawfloor
   B_SINKWAIT=$B_CACHE/sinkwait
+  B_SINKAPP=$B_CACHE/sinkapp
   local prog
-  for prog in rawfloor sinkwait; do
+  for prog in rawfloor sinkwait sinkapp; do
     if [ ! -x "$B_CACHE/$prog" ] || [ "$B_BENCH/$prog.cpp" -nt "$B_CACHE/$prog" ]; then
       b_log "g++ -O2 bench/$prog.cpp"
       { g++ -O2 -std=c++20 "$B_BENCH/$prog.cpp" -o "$B_CACHE/$prog.tmp.$$" -lpthread &&
@@ -129,6 +131,11 @@ b_rss() {
   awk '/^VmRSS:/ { r = $2 } /^VmHWM:/ { h = $2 } END { if (r == "") print "?"; else printf "%.1f / %.1f\n", r / 1024, h / 1024 }' \
     "/proc/$1/status" 2>/dev/null || echo "?"
 }
+# b_cpu_s PID: the CPU time (user + system) PID has used so far, in seconds; "?" once it is gone.
+b_cpu_s() {
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.1f\n", ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null || echo "?"
+}
+b_threads() { awk '/^Threads:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
 b_rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
 b_hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
 

@@ -2,7 +2,7 @@
 # Benchmarks (not tests), side by side in one run on this machine, all on loopback. Prints first
 # the unique-body table (every request a new event, wrk -t2 -c32: keep-alive, Connection: close,
 # --durability power) in markdown with the goal ratios and the delivery check, then the same-body
-# table (retry cache only), then the script-sink, verification and tdhook send table.
+# table (retry cache only), then the script-sink, http-sink, verification and tdhook send table.
 # bench/README.md says what each row measures. Builds nothing of the project: it runs the binaries
 # of BUILD_DIR (bench/rawfloor.cpp, the floor, it compiles itself).
 #
@@ -12,18 +12,24 @@
 #                                              --inspect, alternated INSPECT_ROUNDS (4) times
 #   SCENARIOS=tls bench/run.sh                 HTTPS: tdhook plain and tdhook --tls-cert, unique
 #                                              bodies on keep-alive connections (not in "unique")
+#   SCENARIOS=http bench/run.sh                http: and forward: sinks delivering to
+#                                              bench/sinkapp.cpp, and that app alone under wrk
+#                                              (@HTTP_TIME@; not in the default list)
 #
 # Environment (defaults): BUILD_DIR (./build of the project), SECONDS (10, per server run),
 # CONNECTIONS (32), WRK_THREADS (2), SCENARIOS ("unique same script verify send"; unique = "ka
 # close power", same = "same-ka same-close"; 1..5 as before: 1 = "ka same-ka", 2 = "close
 # same-close", 3 script, 4 verify, 5 send), SINK_WAIT_MS (1000: how long after wrk ends every 2xx
 # must be in tdhook's file sink), DELIVERY_EVENTS (2000 x SECONDS), DELIVERY_WAIT (2 x SECONDS,
-# at least 10), EXEC_CONCURRENCY ("8 1 32": one exec row each), SEND_COUNT (20000), KEEP=1
-# keeps the scratch folder, TDHOOK_BENCH_DIR (/tmp/tdhook-bench: node_modules and rawfloor, kept
-# between runs).
+# at least 10), EXEC_CONCURRENCY ("8 1 32": one exec row each), HTTP_EVENTS (200 x SECONDS: wrk
+# stops at that many for the http rows), HTTP_WAIT (120: how long after wrk ends every event must
+# be in the app's file), HTTP_CONCURRENCY ("8 32": one http: row each, forward: at the first),
+# SEND_COUNT (20000), KEEP=1 keeps the scratch folder, TDHOOK_BENCH_DIR (/tmp/tdhook-bench:
+# node_modules, rawfloor, sinkwait and sinkapp, kept between runs).
 # Installs what it needs: wrk and webhook (scripts/install-deps), express and jsonwebtoken (npm
 # install of bench/package.json, outside the project). Exit status 1 when an event answered 2xx
-# is missing from tdhook's sink (DELIVERY SHORT), 2 on an error.
+# is missing from tdhook's sink (DELIVERY SHORT; for the http rows also one stored and missing
+# from the app's file, or there twice), 2 on an error.
 set -euo pipefail
 # bash counts its own SECONDS from the start: only a value from the environment is the user's.
 secs_env=$(printenv SECONDS || true)
@@ -42,18 +48,22 @@ B_WRK_THREADS=${WRK_THREADS:-2}
 sink_wait_ms=${SINK_WAIT_MS:-1000}
 delivery_events=${DELIVERY_EVENTS:-$((2000 * secs))}
 delivery_wait=${DELIVERY_WAIT:-$((2 * secs > 10 ? 2 * secs : 10))}
+http_events=${HTTP_EVENTS:-$((200 * secs))}
+http_wait=${HTTP_WAIT:-120}
 exec_concurrency=${EXEC_CONCURRENCY:-8 1 $B_CONNECTIONS}
+http_concurrency=${HTTP_CONCURRENCY:-8 32}
 send_count=${SEND_COUNT:-20000}
 scenarios=${SCENARIOS:-unique same script verify send}
 
 # The scenarios asked for, always run (and printed) in this order: unique bodies first.
-order="ka close power tls inspect same-ka same-close script verify send"
+order="ka close power tls inspect same-ka same-close script http verify send"
 declare -A want=()
 for s in $scenarios; do
   case $s in
     unique) want[ka]=1 want[close]=1 want[power]=1 ;;
     inspect) want[inspect]=1 ;;
     tls) want[tls]=1 ;;
+    http) want[http]=1 ;;
     same) want[same-ka]=1 want[same-close]=1 ;;
     1) want[ka]=1 want[same-ka]=1 ;;
     2) want[close]=1 want[same-close]=1 ;;
@@ -61,7 +71,7 @@ for s in $scenarios; do
     4) want[verify]=1 ;;
     5) want[send]=1 ;;
     ka | close | power | same-ka | same-close | script | verify | send | inspect) want[$s]=1 ;;
-    *) b_die "unknown scenario '$s' in SCENARIOS (unique same script verify send, or ka close power tls inspect same-ka same-close, or 1..5)" ;;
+    *) b_die "unknown scenario '$s' in SCENARIOS (unique same script verify send, or ka close power tls inspect http same-ka same-close, or 1..5)" ;;
   esac
 done
 run_list=""
@@ -76,7 +86,9 @@ for f in "${needs[@]}"; do
 done
 command_line="cd $PWD && BUILD_DIR=$B_BUILD SECONDS=$secs CONNECTIONS=$B_CONNECTIONS WRK_THREADS=$B_WRK_THREADS"
 command_line+=" SINK_WAIT_MS=$sink_wait_ms SCENARIOS='$run_list'"
-[ -z "${want[script]:-}" ] || command_line+=" DELIVERY_EVENTS=$delivery_events DELIVERY_WAIT=$delivery_wait EXEC_CONCURRENCY='$exec_concurrency'"
+[ -z "${want[script]:-}${want[http]:-}" ] || command_line+=" DELIVERY_EVENTS=$delivery_events"
+[ -z "${want[script]:-}" ] || command_line+=" DELIVERY_WAIT=$delivery_wait EXEC_CONCURRENCY='$exec_concurrency'"
+[ -z "${want[http]:-}" ] || command_line+=" HTTP_EVENTS=$http_events HTTP_WAIT=$http_wait HTTP_CONCURRENCY='$http_concurrency'"
 [ -z "${want[send]:-}" ] || command_line+=" SEND_COUNT=$send_count"
 command_line+=" $0"
 
@@ -99,7 +111,7 @@ declare -A RPS=() RATE=() P99=()
 run_no=0
 # row TABLE CELLS...: a markdown row into UNIQUE_ROWS, SAME_ROWS or OTHER_ROWS.
 row() {
-  local t=$1 r="|"
+  local t=$1 r="|" c
   shift
   for c in "$@"; do r+=" $c |"; done
   case $t in
@@ -108,7 +120,7 @@ row() {
     *) OTHER_ROWS+=("$r") ;;
   esac
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "") printf "%.2f", a / b; else printf "n/a" }'; }
+ratio() { awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN { if (b > 0 && a != "") printf "%.*f", d, a / b; else printf "n/a" }'; }
 # goal VALUE OP LIMIT: "met" or "NOT MET" (OP >= or <=).
 goal() {
   awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN { if (v == "n/a" || v == "?" || v == "") { print "n/a"; exit }
@@ -128,7 +140,8 @@ non2xx_cell() { # the wrk figures; socket errors (timeouts, resets) beside the n
 drop_big() { [ "${KEEP:-0}" = 1 ] || rm -rf "$1/data" "$1/out.ndjson"; }
 
 # b_wrk_start, then wait; with STOP_AT, wrk gets SIGINT once the receiver on PORT has stored that
-# many events (wrk then prints its figures for the time it ran). W_END_NS: when wrk ended.
+# many events (wrk then prints its figures for the time it ran), looked at every W_POLL (0.2) s.
+# W_END_NS: when wrk ended.
 wrk_run() {
   local out=$1 lua=$2 port=$3 stop_at=$4
   shift 4
@@ -140,7 +153,7 @@ wrk_run() {
         kill -INT "$wpid" 2>/dev/null || true
         break
       fi
-      sleep 0.2
+      sleep "${W_POLL:-0.2}"
     done
   fi
   wait "$wpid" || true
@@ -149,14 +162,15 @@ wrk_run() {
   b_parse_wrk "$out"
 }
 
-# wait_delivery PORT OUT T0: waits until the receiver has delivered every event it stored (or
-# DELIVERY_WAIT after the last answer), counts the lines in OUT and sets D_RATE (distinct events
-# appended per second, from the first request to the last line) and D_NOTE. (Scenario 3.)
+# wait_delivery PORT OUT T0 [WAIT]: waits until the receiver has delivered every event it stored
+# (or WAIT seconds after the last answer, by default DELIVERY_WAIT), counts the lines in OUT and
+# sets D_RATE (distinct events appended per second, from the first request to the last line),
+# D_DISTINCT (those distinct events) and D_NOTE. (Scenarios script and http.)
 wait_delivery() {
-  local port=$1 out=$2 t0=$3 t_sent stored delivered deadline lines distinct t_last
+  local port=$1 out=$2 t0=$3 wait=${4:-$delivery_wait} t_sent stored delivered deadline lines distinct t_last
   t_sent=$(now)
   stored=$(b_metric "$port" tdhook_events_stored_total)
-  deadline=$(($(date +%s) + delivery_wait))
+  deadline=$(($(date +%s) + wait))
   while :; do
     delivered=$(b_delivered "$port")
     [ "$delivered" -ge "$stored" ] && break
@@ -180,13 +194,14 @@ wait_delivery() {
     fi
   else
     t_last=$(now)
-    D_NOTE="$distinct of $stored stored events delivered when the wait ended, ${delivery_wait} s after the last answer (a backlog left)"
+    D_NOTE="$distinct of $stored stored events delivered when the wait ended, ${wait} s after the last answer (a backlog left)"
   fi
   if [ "$lines" != "$distinct" ]; then
     D_NOTE+="; DUPLICATES: $lines lines for $distinct distinct delivery ids"
   elif [ "$delivered" -ge "$stored" ] && [ "$distinct" != "$stored" ]; then
     D_NOTE+="; MISSING: $distinct lines for $stored events"
   fi
+  D_DISTINCT=$distinct
   D_RATE=$(awk -v n="$distinct" -v a="$t0" -v b="$t_last" 'BEGIN { printf "%.0f", (b > a ? n / (b - a) : 0) }')
 }
 
@@ -323,28 +338,86 @@ print_unique() {
 }
 
 # Scenario 3: tdhook-receiver with a script sink; what counts is delivery (lines the script
-# appended per second), wrk stopped once DELIVERY_EVENTS are stored.
+# appended per second), wrk stopped once DELIVERY_EVENTS are stored. The http scenario too: a sink
+# with @APP@ in it (http://@APP@/, forward:http://@APP@/) gets bench/sinkapp.cpp started first on
+# a port of its own (@APP@ = 127.0.0.1:PORT; @APP_QUICKACK@: the app with QUICKACK=1, a fast row:
+# wrk stops at DELIVERY_EVENTS as for the script rows), appending to @OUT@, and wrk stops at
+# HTTP_EVENTS, the wait HTTP_WAIT; there an event answered 2xx or stored and not in the file, or
+# there twice, fails the run (FAILURES).
 run_script_sink() { # KEY LABEL NAME SLUG SINK (@OUT@ = the file the script appends to) [OPTIONS]
   local key=$1 label=$2 name=$3 slug=$4 sink=$5
   shift 5
-  local port pid log t0
+  local port pid log t0 app_pid="" app_port events=$delivery_events wait=$delivery_wait
   new_dir "$slug"
   sink=${sink//@OUT@/$R_DIR/out.ndjson}
+  if [[ $sink =~ @APP(_QUICKACK)?@ ]]; then
+    local at=${BASH_REMATCH[0]} quickack=0
+    [ -z "${BASH_REMATCH[1]}" ] || quickack=1
+    events=$http_events wait=$http_wait
+    [ "$quickack" = 0 ] || events=$delivery_events
+    app_port=$(b_free_port)
+    b_start "$R_DIR/sinkapp.log" env QUICKACK=$quickack "$B_SINKAPP" "$app_port" "$R_DIR/out.ndjson"
+    app_pid=$B_PID
+    b_wait_port "$app_port" "$app_pid" "$R_DIR/sinkapp.log"
+    sink=${sink//$at/127.0.0.1:$app_port}
+  fi
   port=$(b_free_port)
   log=$R_DIR/server.log
-  b_log "$label: tdhook-receiver --sink ${sink%% *} on port $port"
+  b_log "$label: tdhook-receiver --sink ${sink%% *} $* on port $port"
   b_receiver "$log" "$port" "$R_DIR/data" "$sink" "$@"
   pid=$B_PID
   b_wait_port "$port" "$pid" "$log"
   b_body "$B_WORK/body.json"
   t0=$(now)
-  wrk_run "$R_DIR/wrk.out" "$here/post-unique.lua" "$port" "$delivery_events"
-  wait_delivery "$port" "$R_DIR/out.ndjson" "$t0"
+  # The http rows' target is small (a sink can be slow): looked at more often, so that wrk
+  # overshoots it less.
+  if [ -n "$app_pid" ]; then W_POLL=0.05; else W_POLL=0.2; fi
+  wrk_run "$R_DIR/wrk.out" "$here/post-unique.lua" "$port" "$events"
+  wait_delivery "$port" "$R_DIR/out.ndjson" "$t0" "$wait"
   RATE[$key/$name]=$D_RATE
   local note="non-2xx 0; $D_NOTE"
   if [ "$W_NON2XX" != 0 ] || [ "$W_SOCKERR" != 0 ]; then note="NON-2XX NOT 0 (see $log); $D_NOTE"; fi
+  if [ -n "$app_pid" ]; then
+    # Every event answered 2xx (and every one stored) in the app's file, once, by the end of the
+    # wait: wait_delivery's note says MISSING, DUPLICATES or a backlog otherwise.
+    if [ "$D_DISTINCT" -lt "$W_2XX" ] || [[ $D_NOTE == *MISSING* || $D_NOTE == *DUPLICATES* || $D_NOTE == *backlog* ]]; then
+      note="DELIVERY SHORT: $D_DISTINCT distinct events in the app's file for $W_2XX 2xx; $note"
+      FAILURES+=("$label, $name: $D_DISTINCT distinct events in the app's file for $W_2XX 2xx answers; $D_NOTE (log: $log)")
+      b_log "$label, $name: DELIVERY SHORT: $D_NOTE"
+    fi
+    note+="; CPU s: tdhook $(b_cpu_s "$pid") ($(b_threads "$pid") threads), sinkapp $(b_cpu_s "$app_pid"), over $(elapsed "$t0" "$(now)") s"
+  fi
   note+="; $(b_data_note "$R_DIR/data")"
   row other "$label" "$name" "$W_RPS" "$W_P50" "$W_P99" "$(non2xx_cell)" "$D_RATE" "$(b_rss "$pid")" "@RATIO:$key/$name@" "$note"
+  b_stop "$pid"
+  [ -z "$app_pid" ] || b_stop "$app_pid"
+  drop_big "$R_DIR"
+}
+
+# The http scenario's ceiling: bench/sinkapp.cpp alone, wrk with unique bodies straight at it for
+# SECONDS; every 2xx must be a line of its file.
+run_sinkapp_alone() { # KEY LABEL
+  local key=$1 label=$2 port pid log lines note
+  new_dir sinkapp
+  port=$(b_free_port)
+  log=$R_DIR/sinkapp.log
+  b_log "$label: bench/sinkapp alone on port $port"
+  b_start "$log" "$B_SINKAPP" "$port" "$R_DIR/out.ndjson"
+  pid=$B_PID
+  b_wait_port "$port" "$pid" "$log"
+  b_body "$B_WORK/body.json"
+  wrk_run "$R_DIR/wrk.out" "$here/post-unique.lua" "$port" 0
+  lines=0
+  [ -f "$R_DIR/out.ndjson" ] && lines=$(wc -l <"$R_DIR/out.ndjson")
+  RPS[$key/app]=$W_RPS
+  note="$lines lines for $W_2XX 2xx; CPU s: sinkapp $(b_cpu_s "$pid") over ${secs} s"
+  if [ "$lines" -lt "$W_2XX" ] || [ "$W_2XX" = 0 ]; then
+    note="SHORT: $note"
+    FAILURES+=("$label, bench/sinkapp alone: $lines lines in its file for $W_2XX 2xx answers (log: $log)")
+  fi
+  if [ "$W_NON2XX" != 0 ] || [ "$W_SOCKERR" != 0 ]; then note="NON-2XX NOT 0; $note"; fi
+  row other "$label" "bench/sinkapp alone (wrk -t$B_WRK_THREADS -c$B_CONNECTIONS at it)" "$W_RPS" "$W_P50" "$W_P99" \
+    "$(non2xx_cell)" — "$(b_rss "$pid")" "ceiling of the rows below" "$note"
   b_stop "$pid"
   drop_big "$R_DIR"
 }
@@ -379,7 +452,7 @@ body_bytes="?"
 unique_printed=0
 for s in $run_list; do
   case $s in
-    same-ka | same-close | script | verify | send)
+    same-ka | same-close | script | http | verify | send)
       if [ "$unique_printed" = 0 ] && [ ${#UNIQUE_ROWS[@]} -gt 0 ]; then
         print_unique
         echo
@@ -450,6 +523,25 @@ for s in $run_list; do
         "exec-stream:$root/samples/scripts/stream-consumer.sh @OUT@"
       run_webhook_script script "$label"
       ;;
+    http)
+      label="http sink, keep-alive, unique bodies"
+      run_sinkapp_alone http "$label"
+      first=1
+      for c in $http_concurrency; do
+        run_script_sink http "$label" "http (--http-concurrency $c)" "http-$c" "http://@APP@/" --http-concurrency "$c"
+        if [ "$first" = 1 ]; then
+          run_script_sink http "$label" "forward (--http-concurrency $c)" "forward-$c" "forward:http://@APP@/" \
+            --http-concurrency "$c"
+          first=0
+        fi
+      done
+      # What the sink delivers when the app acknowledges at once (sinkapp QUICKACK=1): the ~40 ms
+      # a request otherwise waits (tdhook's client writes head and body separately, Nagle on, and
+      # the app's kernel delays its ACK) taken out.
+      c=${http_concurrency%% *}
+      run_script_sink http "$label" "http (--http-concurrency $c), app with TCP_QUICKACK" "http-$c-quickack" \
+        "http://@APP_QUICKACK@/" --http-concurrency "$c"
+      ;;
     verify)
       b_log "verification micro-benchmark"
       b_body "$B_WORK/body.json"
@@ -513,17 +605,21 @@ fi
 
 if [ ${#OTHER_ROWS[@]} -gt 0 ]; then
   echo
-  echo "Script sinks, verification, tdhook send:"
+  echo "Script and HTTP sinks, verification, tdhook send:"
   echo
   echo "| scenario | server | req/s | p50 ms | p99 ms | non-2xx | delivered/s | RSS / HWM MiB | ratios | note |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
   for r in "${OTHER_ROWS[@]}"; do
     while [[ $r =~ @RATIO:([^@]*)@ ]]; do
       k=${BASH_REMATCH[1]}
-      who=${k#*/}
-      case $who in
-        exec-stream*) rc="stream/webhook $(ratio "${RATE[$k]}" "${RPS[script/webhook]:-}") (delivered/s ÷ webhook req/s)" ;;
-        exec*) rc="exec/webhook $(ratio "${RATE[$k]}" "${RPS[script/webhook]:-}") (delivered/s ÷ webhook req/s)" ;;
+      case $k in
+        http/*)
+          rc="sink/app $(ratio "${RATE[$k]}" "${RPS[http/app]:-}" 3) (delivered/s ÷ sinkapp alone req/s)"
+          [ -z "${RATE[script/exec-stream (python)]:-}" ] ||
+            rc+="; http/exec-stream $(ratio "${RATE[$k]}" "${RATE[script/exec-stream (python)]}") (÷ exec-stream (python) delivered/s)"
+          ;;
+        script/exec-stream*) rc="stream/webhook $(ratio "${RATE[$k]}" "${RPS[script/webhook]:-}") (delivered/s ÷ webhook req/s)" ;;
+        script/exec*) rc="exec/webhook $(ratio "${RATE[$k]}" "${RPS[script/webhook]:-}") (delivered/s ÷ webhook req/s)" ;;
         *) rc="—" ;;
       esac
       r=${r/"@RATIO:$k@"/"$rc"}
@@ -532,6 +628,7 @@ if [ ${#OTHER_ROWS[@]} -gt 0 ]; then
   done
   echo
   [ -z "${want[script]:-}" ] || echo "Script sinks: delivered/s = distinct events the script appended ÷ time from the first request to the last line; wrk stops once $delivery_events events are stored; exec runs append-record.sh per event (--exec-concurrency as shown); webhook runs the same script synchronously per request (include-command-output-in-response), the body in a file (pass-file-to-command)."
+  [ -z "${want[http]:-}" ] || echo "HTTP sinks: delivered/s = distinct events bench/sinkapp.cpp appended to its file (one line per POST it answered 200; for forward: the line is {\"id\":\"<X-Tdhook-Delivery-Id>\",\"forwarded\":<Tiledesk's body>}) ÷ time from the first request to the last line; wrk stops once $http_events events are stored ($delivery_events for the TCP_QUICKACK row; looked at every 50 ms, so it overshoots: the note gives the count); http: POSTs the event record, forward: Tiledesk's original request, --http-concurrency kept-alive connections to the app; the sinkapp alone row is wrk (-c$B_CONNECTIONS) straight at the app, its req/s the ceiling the sink/app ratio divides by. An event answered 2xx or stored that is not in the app's file within HTTP_WAIT ($http_wait s) after wrk ended, or is there twice, fails the run."
 fi
 
 echo
