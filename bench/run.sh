@@ -14,7 +14,7 @@
 #                                              bodies on keep-alive connections (not in "unique")
 #   SCENARIOS=http bench/run.sh                http: and forward: sinks delivering to
 #                                              bench/sinkapp.cpp, and that app alone under wrk
-#                                              (@HTTP_TIME@; not in the default list)
+#                                              (70-85 s at SECONDS=10; not in the default list)
 #
 # Environment (defaults): BUILD_DIR (./build of the project), SECONDS (10, per server run),
 # CONNECTIONS (32), WRK_THREADS (2), SCENARIOS ("unique same script verify send"; unique = "ka
