@@ -181,6 +181,25 @@ TEST_SUITE("http sink") {
     CHECK(app.count() == 1);  // delivered once
   }
 
+  TEST_CASE("one slot delivers back to back: no request waits for the app's delayed ACK") {
+    // cpp-httplib writes a request's head and body apart; with Nagle on, the body waited for
+    // the app's ACK of the head, which Linux delays by 40 ms: 22 deliveries a second per slot.
+    TempDir dir;
+    HttpApp app;
+    REQUIRE(app.running());
+    ReceiverProcess rx(
+        with(receiver_args(dir), {"--sink", app.url("/hook"), "--http-concurrency", "1"}));
+    REQUIRE(rx.wait_listening());
+    constexpr int events = 200;
+    const auto started = std::chrono::steady_clock::now();
+    for (int i = 1; i <= events; ++i) REQUIRE(!post(rx.port(), event_now(i)).empty());
+    REQUIRE(poll_until([&] { return app.count() == events; }, 30s));
+    const auto took = std::chrono::steady_clock::now() - started;
+    MESSAGE(events, " deliveries on one connection in ",
+            std::chrono::duration_cast<std::chrono::milliseconds>(took).count(), " ms");
+    CHECK(took < 4s);  // 200 x 44 ms = 8.8 s with the stall
+  }
+
   TEST_CASE("a 500 is a failed attempt, retried: delivered at the second attempt") {
     TempDir dir;
     HttpApp app;

@@ -391,6 +391,9 @@ struct SimServer::Impl {
       log.info("request", {{"method", req.method}, {"path", req.path}, {"status", res.status}});
     });
     server.set_payload_max_length(16 * 1024 * 1024);
+    // cpp-httplib writes an answer's head and body apart: without this a kept-alive client's
+    // next call waits for its own delayed ACK (40 ms).
+    server.set_tcp_nodelay(true);
   }
 };
 

@@ -23,6 +23,9 @@ HttpApp::HttpApp(const std::string& cert, const std::string& key, int port)
 
 void HttpApp::start(int port) {
   if (!server_->is_valid()) return;
+  // As apps on Node (whose HTTP server sets noDelay) and most frameworks do: an answer's head
+  // and body, written apart, do not wait for the sink's delayed ACK.
+  server_->set_tcp_nodelay(true);
   server_->Post(".*",
                 [this](const httplib::Request& req, httplib::Response& res) { handle(req, res); });
   if (port == 0) {
