@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -156,15 +157,18 @@ TEST_SUITE("http loop streams") {
     CHECK(served.loop->connections() == 0);
   }
 
-  // Writes 64 KiB chunks, each once the loop took the one before, until the stream is over,
-  // `most` bytes are written or 20 s pass; returns the bytes written.
-  std::size_t write_paced(ResponseStream & stream, std::size_t most) {
+  // Writes 64 KiB chunks, each once the loop took the one before and `behind()` (bytes written
+  // and not yet read by the client) is at most 512 KiB, until the stream is over, `most` bytes
+  // are written or 20 s pass; returns the bytes written.
+  std::size_t write_paced(ResponseStream & stream, std::size_t most,
+                          const std::function<std::size_t(std::size_t)>& behind) {
     const std::string chunk(64 * 1024, 'e');
     std::size_t written = 0;
     const auto deadline = SteadyClock::now() + 20s;
     while (written < most && SteadyClock::now() < deadline && stream.write(chunk)) {
       written += chunk.size();
-      while (stream.pending() != 0 && stream.open() && SteadyClock::now() < deadline)
+      while ((stream.pending() != 0 || behind(written) > 512 * 1024) && stream.open() &&
+             SteadyClock::now() < deadline)
         std::this_thread::yield();
     }
     return written;
@@ -172,28 +176,31 @@ TEST_SUITE("http loop streams") {
 
   TEST_CASE("a client that stops reading is dropped once 1 MiB waits for it; a reader is not") {
     Served served;
-    // A reader takes 32 MiB.
+    // A reader takes 32 MiB, written as fast as it reads (never more than 512 KiB behind).
     auto reader = connect_to(served.port());
     REQUIRE(send_all(reader.fd(), get_stream, SteadyClock::now() + 2s));
     auto read_stream = served.handler.stream(0);
     REQUIRE(read_stream);
     std::atomic<bool> reading{true};
-    std::size_t received = 0;
+    std::atomic<std::size_t> received{0};
     std::thread drain([&] {
       std::string text;
       while (reading.load()) {
         read_until(reader.fd(), text, SteadyClock::now() + 100ms,
-                   [](const std::string& t) { return t.size() > 1024 * 1024; });
+                   [](const std::string& t) { return t.size() > 64 * 1024; });
         received += text.size();
         text.clear();
       }
     });
-    const auto to_reader = write_paced(*read_stream, 32u * 1024 * 1024);
+    const auto to_reader = write_paced(*read_stream, 32u * 1024 * 1024, [&](std::size_t written) {
+      const std::size_t got = received.load();
+      return written > got ? written - got : 0;
+    });
     CHECK(to_reader == 32u * 1024 * 1024);
     CHECK(read_stream->open());
     reading = false;
     drain.join();
-    CHECK(received > 16u * 1024 * 1024);
+    CHECK(received.load() > 32u * 1024 * 1024 - 512 * 1024);
 
     // A client that reads nothing: the kernel's buffers take a few MiB (the sender's grows on
     // loopback), then 1 MiB waits in the loop and the connection is dropped.
@@ -203,7 +210,7 @@ TEST_SUITE("http loop streams") {
     REQUIRE(send_all(stalled.fd(), get_stream, SteadyClock::now() + 2s));
     auto stream = served.handler.stream(1);
     REQUIRE(stream);
-    const auto written = write_paced(*stream, 64u * 1024 * 1024);
+    const auto written = write_paced(*stream, 64u * 1024 * 1024, [](std::size_t) { return 0; });
     CHECK_FALSE(stream->open());
     CHECK(written < 64u * 1024 * 1024);
     MESSAGE("a client reading nothing was dropped after ", written / 1024, " KiB");

@@ -675,8 +675,8 @@ class EventLoop {
 
   // Queues an answer and writes what the socket takes now.
   void answer(Connection& c, HttpResponse response, bool body_unread) {
-    if (response.stream) return start_stream(c, std::move(response));
-    if (draining_ || c.peer_closed || !c.keep_alive) response.close = true;
+    // A streamed answer closes the connection when it ends.
+    if (draining_ || c.peer_closed || !c.keep_alive || response.stream) response.close = true;
     c.close_after_write = response.close;
     c.lingering_after_write = body_unread;
     c.out = serialize_response(response, c.head_only);
@@ -686,43 +686,29 @@ class EventLoop {
       c.interim.clear();
     }
     c.out_pos = 0;
-    c.phase = Phase::writing;
     c.deadline = Clock::now() + s_.options.write_timeout;
+    if (response.stream) return start_stream(c, std::move(response.stream));
+    c.phase = Phase::writing;
     flush(c);
   }
 
-  // A streamed answer: the head (and the response's body as the first chunk), then what the
-  // stream is given, until it ends; then the connection closes.
-  void start_stream(Connection& c, HttpResponse response) {
-    auto stream = std::move(response.stream);
-    response.stream = nullptr;
-    response.close = true;
-    const bool at_once = c.head_only || draining_ || c.peer_closed;
-    response.stream = stream;  // for the head's framing
-    c.out = serialize_response(response, c.head_only);
-    if (!c.interim.empty()) {
-      c.out.insert(0, c.interim);
-      c.interim.clear();
-    }
-    c.out_pos = 0;
-    c.close_after_write = true;
-    c.lingering_after_write = false;
-    if (at_once) {
+  // After a streamed answer's head (and its body as the first chunk): what the stream is given,
+  // until it ends.
+  void start_stream(Connection& c, std::shared_ptr<ResponseStream> stream) {
+    if (c.head_only || draining_ || c.peer_closed) {
       // Nothing to stream to: the head (and what the body holds) and the end.
       stream->detach();
       if (!c.head_only) c.out += last_chunk;
       c.phase = Phase::writing;
-      c.deadline = Clock::now() + s_.options.write_timeout;
       flush(c);
       return;
     }
     c.phase = Phase::streaming;
-    c.stream = stream;
+    c.stream = std::move(stream);
     c.stream_ended = false;
-    c.deadline = Clock::now() + s_.options.write_timeout;
     const int fd = c.fd;
     const std::uint64_t id = c.id;
-    stream->attach([this, fd, id] { stream_ready(fd, id); });
+    c.stream->attach([this, fd, id] { stream_ready(fd, id); });
     pull_stream(c);  // what was written before the answer went out
   }
 
