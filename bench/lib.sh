@@ -43,7 +43,8 @@ b_setup() {
   B_SINKAPP=$B_CACHE/sinkapp
   local prog
   for prog in rawfloor sinkwait sinkapp; do
-    if [ ! -x "$B_CACHE/$prog" ] || [ "$B_BENCH/$prog.cpp" -nt "$B_CACHE/$prog" ]; then
+    if [ ! -x "$B_CACHE/$prog" ] || [ "$B_BENCH/$prog.cpp" -nt "$B_CACHE/$prog" ] ||
+      [ "$B_BENCH/epoll_http.hpp" -nt "$B_CACHE/$prog" ]; then
       b_log "g++ -O2 bench/$prog.cpp"
       { g++ -O2 -std=c++20 "$B_BENCH/$prog.cpp" -o "$B_CACHE/$prog.tmp.$$" -lpthread &&
         mv "$B_CACHE/$prog.tmp.$$" "$B_CACHE/$prog"; } || b_die "cannot build $B_BENCH/$prog.cpp"

@@ -1,5 +1,6 @@
 // The physical floor for receiver benchmarks (copied from ../shared/bench/rawfloor.cpp, with a
-// group-commit mode added): one epoll loop per core (SO_REUSEPORT), HTTP/1.1 with keep-alive and
+// group-commit mode added; its event loop is bench/epoll_http.hpp, shared with sinkapp.cpp): one
+// epoll loop per core (SO_REUSEPORT), HTTP/1.1 with keep-alive and
 // Connection: close, reads the whole request (Content-Length), compares the secret header,
 // answers 200 with an empty body.
 //   APPEND=PATH          also appends every body and a newline to PATH with one write() before
@@ -9,15 +10,8 @@
 //                        every complete request it read in that wake-up (across its connections)
 //                        with one writev, then one fdatasync, and only then answers them all.
 // Usage: rawfloor PORT [THREADS]       (bench/run.sh builds it with g++ -O2)
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
-#include <unistd.h>
+#include <strings.h>
 
-#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -25,6 +19,8 @@
 #include <thread>
 #include <unordered_map>
 #include <vector>
+
+#include "epoll_http.hpp"
 
 static const char* kSecret = "x-hook-secret: 56c189c8-33ae-4930-bd98-410a12aa45ce\r\n";
 static int append_fd = -1;
@@ -39,21 +35,6 @@ struct Conn {
   size_t parsed = 0;      // bytes of `in` taken by complete requests in `reqs`
   std::vector<Req> reqs;  // complete requests not answered yet
 };
-
-static int listener(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), yes = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &yes, sizeof yes);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(fd, (sockaddr*)&a, sizeof a) != 0 || listen(fd, 4096) != 0) {
-    perror("listen");
-    exit(1);
-  }
-  return fd;
-}
 
 static bool icase_find(const char* p, size_t size, const char* needle) {
   size_t n = strlen(needle);
@@ -70,7 +51,8 @@ static void parse(Conn& c) {
     const char* head = c.in.data() + c.parsed;
     size_t head_len = end + 2 - c.parsed, len = 0;
     for (size_t p = 0; p + 2 < head_len; ++p)
-      if (head[p] == '\r' && head[p + 1] == '\n' && strncasecmp(head + p + 2, "content-length:", 15) == 0)
+      if (head[p] == '\r' && head[p + 1] == '\n' &&
+          strncasecmp(head + p + 2, "content-length:", 15) == 0)
         len = strtoul(head + p + 17, nullptr, 10);
     if (c.in.size() < end + 4 + len) return;
     c.reqs.push_back({end + 4, len, icase_find(head, head_len, kSecret) && len > 0,
@@ -100,80 +82,17 @@ static bool answer(int fd, Conn& c, bool stored) {
   return !close_after;
 }
 
-// One writev of every body in iov (in chunks of IOV_MAX), complete or not at all.
-static bool append_all(std::vector<iovec>& iov) {
-  for (size_t i = 0; i < iov.size();) {
-    size_t n = std::min<size_t>(IOV_MAX, iov.size() - i);
-    ssize_t w = writev(append_fd, iov.data() + i, (int)n);
-    if (w < 0) return false;
-    // A short write (disk full, signal): finish the rest of this chunk one piece at a time.
-    for (size_t k = i; k < i + n; ++k) {
-      size_t l = iov[k].iov_len;
-      if ((size_t)w >= l) {
-        w -= l;
-        continue;
-      }
-      const char* p = (const char*)iov[k].iov_base + w;
-      size_t left = l - w;
-      w = 0;
-      while (left > 0) {
-        ssize_t x = write(append_fd, p, left);
-        if (x < 0) return false;
-        p += x;
-        left -= x;
-      }
-    }
-    i += n;
-  }
-  return true;
-}
-
 static void loop(int port) {
-  int lfd = listener(port), ep = epoll_create1(0);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = lfd;
-  epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
-  std::unordered_map<int, Conn> conns;
-  std::vector<epoll_event> evs(256);
-  std::vector<int> ready;   // SYNC: connections with complete requests in this wake-up
-  std::vector<iovec> iov;   // SYNC: their bodies, each followed by a newline
-  char buf[65536];
-  for (;;) {
-    int n = epoll_wait(ep, evs.data(), (int)evs.size(), -1);
-    ready.clear();
-    iov.clear();
-    for (int i = 0; i < n; ++i) {
-      int fd = evs[i].data.fd;
-      if (fd == lfd) {
-        for (int c; (c = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK)) >= 0;) {
-          int one = 1;
-          setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-          epoll_event e{};
-          e.events = EPOLLIN;
-          e.data.fd = c;
-          epoll_ctl(ep, EPOLL_CTL_ADD, c, &e);
-          conns[c];
-        }
-        continue;
-      }
-      Conn& c = conns[fd];
-      bool keep = true;
-      for (;;) {
-        ssize_t r = read(fd, buf, sizeof buf);
-        if (r > 0) {
-          c.in.append(buf, r);
-          continue;
-        }
-        if (r == 0) keep = false;
-        break;
-      }
-      if (keep) {
+  std::vector<int> ready;  // SYNC: connections with complete requests in this wake-up
+  std::vector<iovec> iov;  // SYNC: their bodies, each followed by a newline
+  bench::serve<Conn>(
+      port,
+      [&](int fd, Conn& c) {
         parse(c);
-        if (c.reqs.empty()) continue;
+        if (c.reqs.empty()) return true;
         if (group_sync) {
           ready.push_back(fd);
-          continue;
+          return true;
         }
         bool stored = true;
         if (append_fd >= 0)
@@ -182,28 +101,25 @@ static void loop(int port) {
               iovec v[2] = {{c.in.data() + r.body_off, r.body_len}, {(void*)"\n", 1}};
               if (writev(append_fd, v, 2) < 0) stored = false;
             }
-        keep = answer(fd, c, stored);
-      }
-      if (!keep) {
-        close(fd);
-        conns.erase(fd);
-      }
-    }
-    if (ready.empty()) continue;
-    // Group commit: every body of this wake-up, one writev, one fdatasync, then the answers.
-    for (int fd : ready)
-      for (const Req& r : conns[fd].reqs)
-        if (r.ok) {
-          iov.push_back({conns[fd].in.data() + r.body_off, r.body_len});
-          iov.push_back({(void*)"\n", 1});
-        }
-    bool stored = iov.empty() || (append_all(iov) && fdatasync(append_fd) == 0);
-    for (int fd : ready)
-      if (!answer(fd, conns[fd], stored)) {
-        close(fd);
-        conns.erase(fd);
-      }
-  }
+        return answer(fd, c, stored);
+      },
+      [&](std::unordered_map<int, Conn>& conns, std::vector<int>& closing) {
+        if (ready.empty()) return;
+        // Group commit: every body of this wake-up, one writev, one fdatasync, then the answers.
+        iov.clear();
+        for (int fd : ready)
+          for (const Req& r : conns[fd].reqs)
+            if (r.ok) {
+              iov.push_back({conns[fd].in.data() + r.body_off, r.body_len});
+              iov.push_back({(void*)"\n", 1});
+            }
+        bool stored =
+            iov.empty() || (bench::append_all(append_fd, iov) && fdatasync(append_fd) == 0);
+        for (int fd : ready)
+          if (!answer(fd, conns[fd], stored)) closing.push_back(fd);
+        ready.clear();
+      },
+      [](int) {});
 }
 
 int main(int argc, char** argv) {
@@ -217,7 +133,8 @@ int main(int argc, char** argv) {
     const char* s = getenv("SYNC");
     group_sync = s && strcmp(s, "1") == 0;
   }
-  int port = atoi(argv[1]), threads = argc > 2 ? atoi(argv[2]) : (int)std::thread::hardware_concurrency();
+  int port = atoi(argv[1]),
+      threads = argc > 2 ? atoi(argv[2]) : (int)std::thread::hardware_concurrency();
   std::vector<std::thread> ts;
   for (int i = 1; i < threads; ++i) ts.emplace_back(loop, port);
   loop(port);

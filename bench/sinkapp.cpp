@@ -1,11 +1,11 @@
 // The app that bench/run.sh's http scenario delivers to (the receiving end of tdhook's http: and
-// forward: sinks): one epoll loop per core (SO_REUSEPORT) on 127.0.0.1:PORT, HTTP/1.1 with
-// keep-alive (and Connection: close), requests with a Content-Length body (a chunked one is
-// answered 501 and the connection closed). Each wake-up of a loop appends one line per complete
-// POST it read, across its connections, to FILE with one writev (O_APPEND, no fsync), then
-// answers them all "200" with the body "ok".
-// The line, so that bench/sinkwait.cpp and run.sh's wait_delivery count distinct deliveries by
-// a line's first 48 bytes:
+// forward: sinks), on the floor's event loop (bench/epoll_http.hpp): one epoll loop per core
+// (SO_REUSEPORT) on 127.0.0.1:PORT, HTTP/1.1 with keep-alive (and Connection: close), requests with
+// a Content-Length body (a chunked one is answered 501 and the connection closed). Each wake-up of
+// a loop appends one line per complete POST it read, across its connections, to FILE with one
+// writev (O_APPEND, no fsync), then answers them all "200" with the body "ok". The line, so that
+// bench/sinkwait.cpp and run.sh's wait_delivery count distinct deliveries by a line's first 48
+// bytes:
 //   - a body that begins with {"id": (the event record of an http: sink, whose id is the
 //     delivery id) is written as it came;
 //   - any other body with an X-Tdhook-Delivery-Id header (what a forward: sink sends: Tiledesk's
@@ -18,18 +18,8 @@
 // acknowledged: with delayed ACKs every request then waits ~40 ms. By default the app is like any
 // server (delayed ACKs, as Node's or Go's): QUICKACK=1 shows what that wait costs.
 // Usage: sinkapp PORT FILE [THREADS]       (bench/lib.sh builds it with g++ -O2)
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <strings.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -37,6 +27,8 @@
 #include <thread>
 #include <unordered_map>
 #include <vector>
+
+#include "epoll_http.hpp"
 
 static int out_fd = -1;
 static bool quickack = false;
@@ -51,21 +43,6 @@ struct Conn {
   size_t parsed = 0;      // bytes of `in` taken by complete requests in `reqs`
   std::vector<Req> reqs;  // complete requests not answered yet
 };
-
-static int listener(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), yes = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &yes, sizeof yes);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(fd, (sockaddr*)&a, sizeof a) != 0 || listen(fd, 4096) != 0) {
-    perror("listen");
-    exit(1);
-  }
-  return fd;
-}
 
 // The value of header `name` (lower case, with its colon) in the head, trimmed; empty if absent.
 static std::string header(const char* head, size_t len, const char* name) {
@@ -108,21 +85,6 @@ static void parse(Conn& c) {
   }
 }
 
-static bool write_all(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EAGAIN) {
-      pollfd q{fd, POLLOUT, 0};
-      poll(&q, 1, 1000);
-      continue;
-    }
-    if (w <= 0) return false;
-    p += w;
-    n -= w;
-  }
-  return true;
-}
-
 // Answers c.reqs; false when the connection is to be closed.
 static bool answer(int fd, Conn& c, bool stored) {
   std::string out;
@@ -140,98 +102,42 @@ static bool answer(int fd, Conn& c, bool stored) {
   c.in.erase(0, c.parsed);
   c.parsed = 0;
   c.reqs.clear();
-  if (!out.empty() && !write_all(fd, out.data(), out.size())) return false;
+  if (!out.empty() && !bench::write_all(fd, out.data(), out.size())) return false;
   return !close_after;
 }
 
-// One writev of every piece in iov (in chunks of IOV_MAX), complete or not at all.
-static bool append_all(std::vector<iovec>& iov) {
-  for (size_t i = 0; i < iov.size();) {
-    size_t n = std::min<size_t>(IOV_MAX, iov.size() - i);
-    ssize_t w = writev(out_fd, iov.data() + i, (int)n);
-    if (w < 0) return false;
-    for (size_t k = i; k < i + n; ++k) {  // a short write: the rest one piece at a time
-      size_t l = iov[k].iov_len;
-      if ((size_t)w >= l) {
-        w -= l;
-        continue;
-      }
-      if (!write_all(out_fd, (const char*)iov[k].iov_base + w, l - w)) return false;
-      w = 0;
-    }
-    i += n;
-  }
-  return true;
-}
-
 static void loop(int port) {
-  int lfd = listener(port), ep = epoll_create1(0);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = lfd;
-  epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
-  std::unordered_map<int, Conn> conns;  // node-based: a Conn stays where it is
-  std::vector<epoll_event> evs(256);
   std::vector<int> ready;  // connections with complete requests in this wake-up
   std::vector<iovec> iov;  // their lines
   static char nl[] = "\n", close_brace[] = "}\n";
-  char buf[65536];
-  for (;;) {
-    int n = epoll_wait(ep, evs.data(), (int)evs.size(), -1);
-    ready.clear();
-    iov.clear();
-    for (int i = 0; i < n; ++i) {
-      int fd = evs[i].data.fd;
-      if (fd == lfd) {
-        for (int c; (c = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK)) >= 0;) {
-          int one = 1;
-          setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-          epoll_event e{};
-          e.events = EPOLLIN;
-          e.data.fd = c;
-          epoll_ctl(ep, EPOLL_CTL_ADD, c, &e);
-          conns[c];
-        }
-        continue;
-      }
-      Conn& c = conns[fd];
-      bool keep = true;
-      for (;;) {
-        ssize_t r = read(fd, buf, sizeof buf);
-        if (r > 0) {
-          c.in.append(buf, r);
-          if (quickack) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
-          }
-          continue;
-        }
-        if (r == 0) keep = false;
-        break;
-      }
-      if (keep) {
+  bench::serve<Conn>(
+      port,
+      [&](int fd, Conn& c) {
         parse(c);
         if (!c.reqs.empty()) ready.push_back(fd);
-        continue;
-      }
-      close(fd);
-      conns.erase(fd);
-    }
-    if (ready.empty()) continue;
-    for (int fd : ready)
-      for (Req& r : conns[fd].reqs) {
-        if (r.bad || r.body_len == 0) continue;
-        if (!r.prefix.empty()) iov.push_back({r.prefix.data(), r.prefix.size()});
-        iov.push_back({conns[fd].in.data() + r.body_off, r.body_len});
-        iov.push_back({r.prefix.empty() ? nl : close_brace, r.prefix.empty() ? 1u : 2u});
-      }
-    bool stored = iov.empty() || append_all(iov);
-    for (int fd : ready)
-      if (!answer(fd, conns[fd], stored)) {
-        close(fd);
-        conns.erase(fd);
-      }
-  }
+        return true;
+      },
+      [&](std::unordered_map<int, Conn>& conns, std::vector<int>& closing) {
+        if (ready.empty()) return;
+        iov.clear();
+        for (int fd : ready)
+          for (Req& r : conns[fd].reqs) {
+            if (r.bad || r.body_len == 0) continue;
+            if (!r.prefix.empty()) iov.push_back({r.prefix.data(), r.prefix.size()});
+            iov.push_back({conns[fd].in.data() + r.body_off, r.body_len});
+            iov.push_back({r.prefix.empty() ? nl : close_brace, r.prefix.empty() ? 1u : 2u});
+          }
+        bool stored = iov.empty() || bench::append_all(out_fd, iov);
+        for (int fd : ready)
+          if (!answer(fd, conns[fd], stored)) closing.push_back(fd);
+        ready.clear();
+      },
+      [](int fd) {
+        if (quickack) {
+          int one = 1;
+          setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+        }
+      });
 }
 
 int main(int argc, char** argv) {
