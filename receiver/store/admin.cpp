@@ -19,6 +19,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include <simdjson.h>
+
 #include "base/base64.hpp"
 #include "tdhook/pattern.hpp"
 
@@ -143,22 +145,6 @@ Json error_answer(const Error& e) {
   return Json{{"ok", false}, {"code", std::string(to_string(e.code))}, {"error", e.detail}};
 }
 
-// ---- the original's bytes ------------------------------------------------------------------
-
-// Whether `s` is UTF-8 throughout, so that it travels as a JSON string unchanged.
-bool is_utf8(std::string_view s) noexcept {
-  for (std::size_t i = 0; i < s.size();) {
-    if (static_cast<unsigned char>(s[i]) < 0x80) {
-      ++i;
-      continue;
-    }
-    const auto len = utf8_sequence_length(s, i);
-    if (len == 0) return false;
-    i += len;
-  }
-  return true;
-}
-
 // The answer to one parsed request, or the error to send.
 Result<Json> serve(Store& store, const Json& req, const Logger* log) {
   if (!req.is_object()) return bad_request("not a JSON object");
@@ -228,7 +214,7 @@ Result<Json> serve(Store& store, const Json& req, const Logger* log) {
     // As stored, secret and token included: the socket is the service user's, as the store
     // files are. A header value with bytes that are not UTF-8 would not survive a JSON string.
     if (!details->original.empty()) {
-      if (is_utf8(details->original)) {
+      if (simdjson::validate_utf8(details->original.data(), details->original.size())) {
         out["original"] = details->original;
       } else {
         out["original_base64"] = base64_encode(details->original);
